@@ -1,0 +1,245 @@
+"""
+nanoLRM model: a small GPT whose matrix layers can carry learnable multipliers.
+
+Paper: Velikanov et al., "Learnable Multipliers: Freeing the Scale of Language Model Matrix Layers"
+(arXiv 2601.04890). The idea in four lines:
+  1. Weight decay + gradient noise hold every matrix at an equilibrium norm ||W|| ~ sqrt(lr / wd):
+     the scale of a matrix layer is set by the optimizer's hyperparameters, not by the data.
+  2. So give the scale to parameters that can learn it: W_ij = s * r_i * W~_ij * c_j, with one
+     scalar s, one row multiplier r_i per output and one column multiplier c_j per input.
+  3. W~ stays weight-decayed; the multipliers average their gradient over a whole row/column,
+     so their signal beats the noise, and they get only a small weight decay (2e-3).
+  4. For inference the multipliers fold into W once (GPT.fold_multipliers): zero cost.
+The architecture: pre-norm decoder, RMSNorm gains, rotary positions, causal attention with separate
+Q, K, V, O matrices, gated MLP, no biases, untied token embedding and LM head.
+"""
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+def doc(default, help, choices=None):
+    """A dataclass field with a one-line description (train.py turns each field into a --flag)."""
+    return field(default=default, metadata={'help': help, 'choices': choices})
+
+
+# Which multiplier kinds each matrix may carry (paper section 3). A matrix gets the kinds that are
+# both switched on by a flag and allowed here. A new placement for an ablation is one more line.
+ANY = ('scalar', 'row', 'col')
+PLACEMENTS = {
+    # the paper's main runs: every matrix, the embedding included. The LM head never gets row
+    # multipliers (they fit token frequencies "lazily" and hurt); its column scale is the final norm gain.
+    'all': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY, gate=ANY, up=ANY, down=ANY, head=('scalar',)),
+    # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O, up vs down)
+    'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), k=(), v=(), o=ANY,
+                          gate=('scalar', 'row'), up=(), down=ANY, head=('scalar',)),
+}
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = doc(0, "vocabulary size; 0 = the dataset's (a larger value pads it, e.g. 50304)")
+    block_size: int = doc(256, 'context length in tokens')
+    n_layer: int = doc(6, 'transformer blocks')
+    n_head: int = doc(6, 'attention heads')
+    n_embd: int = doc(384, 'model width')
+    mlp_hidden: int = doc(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64')
+    dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches')
+    rope_base: float = doc(10000.0, 'rotary position embedding base')
+    # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS allows it
+    scalar_mult: bool = doc(False, 'learnable scalar multiplier s per matrix')
+    row_mult: bool = doc(False, 'learnable row multipliers r (one per output) per matrix')
+    col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix')
+    mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)', tuple(PLACEMENTS))
+    # fixed forward multipliers, the muP-style baseline (paper section 5); a learnable scalar starts from them
+    embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output')
+    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits')
+    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)')
+    attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output')
+    mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output')
+
+
+class MLinear(nn.Module):
+    """A matrix layer y = W x with W = s * r[:, None] * W~ * c[None, :]; each multiplier optional.
+
+    A fixed multiplier s0 (muP-style) is the initial value of a learnable s, or else a constant factor.
+    Row and column multipliers start at 1, so at init the layer computes exactly s0 * W~ x.
+    """
+
+    def __init__(self, d_in, d_out, kinds=(), fixed_mult=1.0, std=0.02):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d_out, d_in) * std)  # W~, weight-decayed
+        self.scalar_mult = nn.Parameter(torch.tensor(float(fixed_mult))) if 'scalar' in kinds else None
+        self.row_mult = nn.Parameter(torch.ones(d_out)) if 'row' in kinds else None
+        self.col_mult = nn.Parameter(torch.ones(d_in)) if 'col' in kinds else None
+        self.fixed_mult = float(fixed_mult)
+
+    def effective_weight(self):
+        # W_ij = s * r_i * W~_ij * c_j  (paper section 2): O(d_in*d_out) work, independent of tokens;
+        # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij and the like, exactly the paper's gradients
+        w = self.weight
+        if self.col_mult is not None:
+            w = w * self.col_mult
+        out_scale = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
+        if self.row_mult is not None:
+            out_scale = out_scale * self.row_mult[:, None]  # s * r_i: a vector op before the matrix op
+        if self.row_mult is not None or self.scalar_mult is not None or self.fixed_mult != 1.0:
+            w = out_scale * w
+        return w
+
+    def forward(self, x):
+        return F.linear(x, self.effective_weight())
+
+    def multipliers(self):
+        return {n: p for n in ('scalar_mult', 'row_mult', 'col_mult') if (p := getattr(self, n)) is not None}
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * g: the gain g (no weight decay) acts as column multipliers of the next matrix."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.size(-1),), self.weight, eps=1e-6)
+
+
+def rotary_tables(block_size, head_size, base):
+    inv_freq = base ** (-torch.arange(0, head_size, 2).float() / head_size)
+    angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (T, head_size/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    # rotate each pair (x1, x2) of a head by the position's angle: (x1 cos + x2 sin, -x1 sin + x2 cos)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, place):
+        super().__init__()
+        d, residual_std = config.n_embd, 0.02 / math.sqrt(2 * config.n_layer)
+        self.n_head, self.dropout = config.n_head, config.dropout
+        # attention logits are linear in W_Q, so the logit multiplier lives on Q (RoPE is linear too)
+        self.q = MLinear(d, d, place['q'], config.attn_logit_mult)
+        self.k = MLinear(d, d, place['k'])
+        self.v = MLinear(d, d, place['v'])
+        self.o = MLinear(d, d, place['o'], config.attn_out_mult, std=residual_std)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.size()
+        q, k, v = (m(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q, k = apply_rotary(q, cos[:T], sin[:T]), apply_rotary(k, cos[:T], sin[:T])
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.o(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class MLP(nn.Module):
+    """Gated MLP: W_down (SiLU(W_gate x) * W_up x)."""
+
+    def __init__(self, config, place):
+        super().__init__()
+        d, hidden = config.n_embd, config.mlp_hidden or 64 * math.ceil(8 * config.n_embd / 3 / 64)
+        self.gate = MLinear(d, hidden, place['gate'])
+        self.up = MLinear(d, hidden, place['up'])
+        self.down = MLinear(hidden, d, place['down'], config.mlp_out_mult, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config, place):
+        super().__init__()
+        self.norm_attn, self.attn = RMSNorm(config.n_embd), CausalSelfAttention(config, place)
+        self.norm_mlp, self.mlp = RMSNorm(config.n_embd), MLP(config, place)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.norm_attn(x), cos, sin)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size > 0 and config.n_embd % config.n_head == 0 and config.mult_placement in PLACEMENTS
+        self.config = config
+        enabled = {k for k in ANY if getattr(config, f'{k}_mult')}
+        place = {m: tuple(k for k in kinds if k in enabled) for m, kinds in PLACEMENTS[config.mult_placement].items()}
+        # the token embedding is the linear map W @ one_hot(token), W of shape (n_embd, vocab):
+        # its row multipliers scale embedding dimensions, its column multipliers scale tokens
+        self.embed = MLinear(config.vocab_size, config.n_embd, place['embed'], config.embed_mult)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, place) for _ in range(config.n_layer))
+        self.norm_out = RMSNorm(config.n_embd)
+        self.head = MLinear(config.n_embd, config.vocab_size, place['head'], config.logit_mult)
+        cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head, config.rope_base)
+        self.register_buffer('rope_cos', cos, persistent=False)
+        self.register_buffer('rope_sin', sin, persistent=False)
+
+    def forward(self, idx, targets=None):
+        assert idx.size(1) <= self.config.block_size, f'sequence of {idx.size(1)} > block_size {self.config.block_size}'
+        x = self.drop(F.embedding(idx, self.embed.effective_weight().t()))  # column idx of W
+        for block in self.blocks:
+            x = block(x, self.rope_cos, self.rope_sin)
+        x = self.norm_out(x)
+        if targets is None:  # inference: only the last position's logits are needed
+            return self.head(x[:, [-1], :]).float(), None
+        logits = self.head(x).float()
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+    def matrix_layers(self):
+        """Every MLinear by name: 'embed', 'blocks.0.attn.q', ..., 'head'."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, MLinear)}
+
+    def params_by_kind(self):
+        """The four kinds of parameter, which train.py gives their own learning rate and weight decay."""
+        layers = self.matrix_layers()
+        return {
+            'matrices': [m.weight for n, m in layers.items() if n not in ('embed', 'head')],  # hidden W~
+            'embed_head': [self.embed.weight, self.head.weight],
+            'gains': [m.weight for m in self.modules() if isinstance(m, RMSNorm)],
+            'multipliers': [p for m in layers.values() for p in m.multipliers().values()],
+        }
+
+    @torch.no_grad()
+    def observables(self):
+        """What the paper plots, as a flat dict of floats: RMS of each W~, mean/min/max of each multiplier."""
+        stats = {}
+        for name, m in self.matrix_layers().items():
+            stats[f'{name}.weight_rms'] = m.weight.float().pow(2).mean().sqrt().item()  # ||W~|| ~ sqrt(lr/wd)
+            for kind, p in m.multipliers().items():
+                stats.update({f'{name}.{kind}_{f}': getattr(p.float(), f)().item() for f in ('mean', 'min', 'max')})
+        return stats
+
+    @torch.no_grad()
+    def fold_multipliers(self):
+        """The same function as a baseline GPT: no multipliers, fixed multipliers 1, W = s r W~ c folded in."""
+        plain = dict(scalar_mult=False, row_mult=False, col_mult=False, embed_mult=1.0, logit_mult=1.0,
+                     attn_logit_mult=1.0, attn_out_mult=1.0, mlp_out_mult=1.0)
+        folded = GPT(replace(self.config, **plain)).to(self.embed.weight.device)
+        folded_layers = folded.matrix_layers()
+        for name, m in self.matrix_layers().items():
+            folded_layers[name].weight.copy_(m.effective_weight())
+        for name, m in self.named_modules():  # norm gains carry over unchanged
+            if isinstance(m, RMSNorm):
+                folded.get_submodule(name).weight.copy_(m.weight)
+        return folded
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size:])
+            logits = logits[:, -1, :] / max(temperature, 1e-6)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits[logits < kth] = -float('inf')
+            idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)), dim=1)
+        return idx

@@ -1,0 +1,65 @@
+"""
+Sample from a model trained by train.py, optionally with its multipliers folded into plain weights.
+
+    python sample.py --out_dir out --prompt "ROMEO:" --max_new_tokens 300
+    python sample.py --out_dir out --fold --export out/folded.pt   # multipliers merged into W: zero cost
+"""
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+
+from data.common import get_tokenizer
+from model import GPT, GPTConfig, doc
+from train import fail, load_checkpoint, parse_flags
+
+
+@dataclass
+class SampleSettings:
+    out_dir: str = doc('out', 'folder holding ckpt.pt (written by train.py)')
+    ckpt: str = doc('', 'checkpoint path (default: out_dir/ckpt.pt)')
+    prompt: str = doc('\n', 'text to continue')
+    num_samples: int = doc(1, 'samples to draw')
+    max_new_tokens: int = doc(500, 'tokens per sample')
+    temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)')
+    top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)')
+    fold: bool = doc(False, 'fold the multipliers into the matrices first (same logits, baseline size)')
+    export: str = doc('', 'save the (folded) model as a checkpoint sample.py can load, at this path')
+    seed: int = doc(1337, 'random seed')
+    device: str = doc('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
+
+
+def load_model(s, device):
+    """The model of a checkpoint and the tokenizer of its dataset (the checkpoint carries meta.json)."""
+    ckpt = load_checkpoint(s.ckpt or f'{s.out_dir}/ckpt.pt', device, '--ckpt')
+    model = GPT(GPTConfig(**ckpt['model_config'])).to(device)
+    model.load_state_dict(ckpt['model'])
+    return model.eval(), ckpt
+
+
+def main(argv):
+    s = SampleSettings(**parse_flags(argv, SampleSettings))
+    device = torch.device(s.device if s.device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
+    torch.manual_seed(s.seed)
+    model, ckpt = load_model(s, device)
+    if s.fold:
+        model = model.fold_multipliers()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params:,} parameters{' (multipliers folded)' if s.fold else ''}, trained {ckpt['iter']} iters")
+    if s.export:
+        torch.save(dict(model=model.state_dict(), model_config=asdict(model.config), settings=ckpt['settings'],
+                        meta=ckpt['meta'], iter=ckpt['iter']), s.export)
+        print(f'saved {s.export}')
+    tokenizer = get_tokenizer(ckpt['meta'])
+    try:
+        start = tokenizer.encode(s.prompt)
+    except ValueError as err:
+        fail(f'--prompt: {err}')
+    idx = torch.tensor([start], dtype=torch.long, device=device)
+    for _ in range(s.num_samples):
+        out = model.generate(idx, s.max_new_tokens, s.temperature, s.top_k or None)
+        print(tokenizer.decode(out[0].tolist()) + '\n---------------')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
