@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-import types
 import typing
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -118,7 +117,7 @@ def check(s):
     """Impossible settings -> one line naming the flag (exit code 2)."""
     rules = [
         (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
-        ((s.n_embd // max(s.n_head, 1)) % 2 == 0, f'--n_embd/--n_head = head size must be even for rotary embeddings'),
+        ((s.n_embd // max(s.n_head, 1)) % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
         (min(s.n_layer, s.n_head, s.n_embd, s.block_size, s.batch_size, s.grad_accum) > 0,
          '--n_layer, --n_head, --n_embd, --block_size, --batch_size, --grad_accum must be positive'),
         (s.max_iters >= 0 and s.eval_interval > 0 and s.eval_iters > 0 and s.log_interval > 0,
@@ -161,8 +160,14 @@ def load_data(s):
         except ImportError:
             fail(f'--dataset {s.dataset}: no {folder}/meta.json and no prepare.py for it')
         print(f'{folder}/meta.json is missing: preparing the dataset first')
-        prepare(s.input or None)
-    return TokenData(folder)
+        try:
+            prepare(s.input or None)
+        except (OSError, ValueError, RuntimeError) as err:  # e.g. offline: the message says to pass --input
+            fail(f'--dataset {s.dataset}: {err}')
+    try:
+        return TokenData(folder)
+    except (OSError, ValueError) as err:
+        fail(f'--dataset {s.dataset}: {err}')
 
 
 def param_groups(model, s):

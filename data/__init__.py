@@ -1,0 +1,1 @@
+"""Dataset preparation and loading; see data/common.py for the on-disk format."""

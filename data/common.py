@@ -1,0 +1,238 @@
+"""The one on-disk format of every nanoLRM dataset, and the helpers that write and read it.
+
+A dataset is a folder data/<name>/ with a meta.json and token files:
+    meta.json  {"vocab_size": 65, "tokenizer": "char" | "byte" | "gpt2", "dtype": "uint16",
+                "header_bytes": 0 | 1024, "train": ["train.bin"], "val": ["val.bin"],
+                "chars": "..."}   # "chars" only for tokenizer "char": the vocabulary in id order
+    *.bin      uint16 token ids, after header_bytes of header: 0 for the files we write,
+               1024 for FineWeb shards (256 int32s: magic 20240520, version 1, token count, zeros).
+train.py reads every dataset through TokenData, with no per-dataset code.
+"""
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+TOKEN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; half the disk and RAM of int32
+META_KEYS = ('vocab_size', 'tokenizer', 'dtype', 'header_bytes', 'train', 'val')
+FINEWEB_MAGIC, FINEWEB_VERSION, FINEWEB_HEADER_BYTES = 20240520, 1, 1024
+
+
+# ----------------------------------------------------------------------------- writing
+
+def check_tokens(ids, where):
+    """Raise a one-line ValueError unless ids is a non-empty array that fits in uint16."""
+    if len(ids) == 0:
+        raise ValueError(f"no tokens to write to {where}")
+    if ids.min() < 0 or ids.max() > np.iinfo(TOKEN_DTYPE).max:
+        raise ValueError(f"token ids {ids.min()}..{ids.max()} for {where} do not fit in uint16 "
+                         f"(vocab must be <= 65536)")
+
+
+def write_tokens(path, ids):
+    """Write token ids as raw uint16, atomically: a crash never leaves half a file under `path`."""
+    ids = np.asarray(ids)
+    check_tokens(ids, path)
+    tmp = f"{path}.tmp"
+    ids.astype(TOKEN_DTYPE).tofile(tmp)
+    os.replace(tmp, path)
+
+
+def write_meta(folder, meta):
+    """Write meta.json atomically. Write it last: a folder with a meta.json is a complete dataset."""
+    path = os.path.join(folder, 'meta.json')
+    with open(f"{path}.tmp", 'w') as f:
+        json.dump(meta, f, indent=1)
+    os.replace(f"{path}.tmp", path)
+
+
+def read_meta(folder):
+    """meta.json of a dataset folder, checked for the keys every dataset has."""
+    path = os.path.join(folder, 'meta.json')
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: run the dataset's prepare.py first") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
+        raise ValueError(f"{path} must be a JSON object with the keys {', '.join(META_KEYS)}")
+    if meta['dtype'] != 'uint16' or meta['header_bytes'] not in (0, FINEWEB_HEADER_BYTES):
+        raise ValueError(f"{path}: expected dtype uint16 and header_bytes 0 or 1024")
+    return meta
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+class CharTokenizer:
+    """One token per character; `chars` is the vocabulary in id order."""
+
+    def __init__(self, chars):
+        self.chars, self.vocab_size = chars, len(chars)
+        self.id_of = {c: i for i, c in enumerate(chars)}
+
+    def encode(self, text):
+        try:
+            return [self.id_of[c] for c in text]
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids):
+        return ''.join(self.chars[i] for i in ids)
+
+
+def get_tokenizer(meta, encoding=None):
+    """The tokenizer meta names: .encode(str) -> list[int], .decode(list[int]) -> str, .vocab_size.
+    `encoding` replaces tiktoken's GPT-2 encoding (tests pass a tiny one: GPT-2's needs a download)."""
+    kind = meta['tokenizer']
+    if kind == 'char':
+        return CharTokenizer(meta['chars'])
+    if kind == 'byte':  # decode with 'replace': sampled ids may cut a multi-byte character in half
+        return SimpleNamespace(vocab_size=256, encode=lambda text: list(text.encode('utf-8')),
+                               decode=lambda ids: bytes(ids).decode('utf-8', errors='replace'))
+    if kind == 'gpt2':
+        import tiktoken  # only this tokenizer needs tiktoken
+        try:
+            enc = encoding or tiktoken.get_encoding('gpt2')
+        except OSError as err:  # its first use downloads the BPE files
+            raise RuntimeError(f"tiktoken could not fetch GPT-2's BPE files (needed once): {err}") from None
+        return SimpleNamespace(vocab_size=enc.n_vocab, decode=enc.decode,
+                               encode=lambda text: enc.encode(text, allowed_special={'<|endoftext|>'}))
+    raise ValueError(f"unknown tokenizer {kind!r}: expected char, byte or gpt2")
+
+
+def read_text(path):
+    """The contents of a UTF-8 text file, with a one-line error for the usual mistakes."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file {path} not found") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"input file {path} is not UTF-8 text: {err}") from None
+    if not text:
+        raise ValueError(f"input file {path} is empty: nothing to tokenize")
+    return text
+
+
+def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=None):
+    """Tokenize text, split its tokens into the first 1 - val_fraction (train) and the rest (val), like
+    nanoGPT, write train.bin, val.bin and then meta.json into out_folder; return the meta dict."""
+    if not text:
+        raise ValueError("the input text is empty: nothing to tokenize")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    chars = ''.join(sorted(set(text))) if tokenizer == 'char' else None  # the char vocabulary, in id order
+    tok = get_tokenizer({'tokenizer': tokenizer, 'chars': chars}, encoding)
+    meta = {'vocab_size': tok.vocab_size, 'tokenizer': tokenizer, 'dtype': 'uint16', 'header_bytes': 0,
+            'train': ['train.bin'], 'val': ['val.bin']}
+    if chars:
+        meta['chars'] = chars
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    split = int(len(ids) * (1 - val_fraction))
+    train_ids, val_ids = ids[:split], ids[split:]
+    check_tokens(train_ids, 'train.bin')  # check both splits before writing either
+    check_tokens(val_ids, 'val.bin')
+    os.makedirs(out_folder, exist_ok=True)
+    old_meta = os.path.join(out_folder, 'meta.json')
+    if os.path.exists(old_meta):
+        os.remove(old_meta)  # it would describe a half-rewritten folder until the new meta.json is written
+    write_tokens(os.path.join(out_folder, 'train.bin'), train_ids)
+    write_tokens(os.path.join(out_folder, 'val.bin'), val_ids)
+    write_meta(out_folder, meta)
+    print(f"{out_folder}: {len(train_ids):,} train + {len(val_ids):,} val tokens, "
+          f"{tokenizer} vocab {tok.vocab_size}")
+    return meta
+
+
+# ----------------------------------------------------------------------------- reading
+
+def check_fineweb_header(path):
+    """Check a FineWeb shard's header (magic, version, token count vs file size); return its token count."""
+    header = np.fromfile(path, dtype=np.int32, count=FINEWEB_HEADER_BYTES // 4)
+    if len(header) < FINEWEB_HEADER_BYTES // 4 or header[0] != FINEWEB_MAGIC:
+        raise ValueError(f"{path} is not a FineWeb shard (no header with magic {FINEWEB_MAGIC})")
+    if header[1] != FINEWEB_VERSION:
+        raise ValueError(f"{path} has FineWeb version {header[1]}, expected {FINEWEB_VERSION}")
+    num_tokens, size = int(header[2]), os.path.getsize(path)
+    if num_tokens <= 0 or size != FINEWEB_HEADER_BYTES + 2 * num_tokens:
+        raise ValueError(f"{path} has {size} bytes but its header promises {num_tokens} tokens: "
+                         f"truncated? delete it and prepare again")
+    return num_tokens
+
+
+def open_tokens(path, header_bytes):
+    """Memory-map one token file (nothing is read into RAM) after checking its size and header."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}, listed in meta.json, is missing")
+    size = os.path.getsize(path)
+    if header_bytes:
+        check_fineweb_header(path)
+    elif size == 0 or size % 2:
+        raise ValueError(f"{path} has {size} bytes: not a non-empty file of uint16 tokens")
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode='r', offset=header_bytes)
+
+
+class TokenData:
+    """A dataset folder, memory-mapped: samples random training windows from its train or val files."""
+
+    def __init__(self, folder):
+        self.folder, self.meta = folder, read_meta(folder)
+        self.vocab_size = self.meta['vocab_size']
+        self.files = {split: [open_tokens(os.path.join(folder, name), self.meta['header_bytes'])
+                              for name in self.meta[split]] for split in ('train', 'val')}
+
+    def get_batch(self, split, batch_size, block_size, generator):
+        """(x, y) int64 of shape (batch_size, block_size), y = x shifted by one token.
+        Windows are uniform over all windows of the split and never cross a file boundary; the only
+        randomness is `generator`, so restoring its state reproduces the batches exactly."""
+        files = self.files[split]
+        # a window is block_size + 1 consecutive tokens of one file: a file of n tokens holds n - block_size
+        counts = torch.tensor([max(len(f) - block_size, 0) for f in files], dtype=torch.int64)
+        if counts.sum() == 0:
+            longest = max((len(f) for f in files), default=0)
+            raise ValueError(f"the {split} files of {self.folder} are too short for block_size {block_size}: "
+                             f"the longest has {longest} tokens, a window needs {block_size + 1}")
+        ends = counts.cumsum(0)  # windows ends[i] - counts[i] .. ends[i] - 1 belong to file i
+        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)  # uniform over all windows
+        file_ids = torch.searchsorted(ends, picks, right=True)
+        starts = picks - (ends[file_ids] - counts[file_ids])  # where each window starts in its file
+        tokens = torch.stack([torch.from_numpy(files[f][s:s + block_size + 1].astype(np.int64))
+                              for f, s in zip(file_ids.tolist(), starts.tolist())])
+        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # contiguous: a loss may .view() them
+
+
+# ----------------------------------------------------------------------------- downloading
+
+def download(url, path, chunk_bytes=1 << 20):
+    """Download url to path. Bytes land in path + '.part' first, so an interrupted download resumes
+    (HTTP Range) on the next call, and path exists only once complete."""
+    part, name = f"{path}.part", os.path.basename(path)
+    done = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={'Range': f'bytes={done}-'} if done else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            if response.status != 206:  # the server ignored Range: start again from zero
+                done = 0
+            length = response.headers.get('Content-Length')
+            total = done + int(length) if length else None
+            of_total = f" / {total / 1e6:.1f}" if total else ""
+            with open(part, 'ab' if done else 'wb') as f:
+                while chunk := response.read(chunk_bytes):
+                    f.write(chunk)
+                    done += len(chunk)
+                    print(f"\r{name}: {done / 1e6:.1f}{of_total} MB", end='', flush=True)
+        print()
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        if isinstance(err, urllib.error.HTTPError):
+            err.close()  # an HTTP error response keeps its connection open
+        raise RuntimeError(f"could not download {url}: {err}") from None
+    if total is not None and done != total:
+        raise RuntimeError(f"could not download {url}: got {done} of {total} bytes; run again to resume")
+    os.replace(part, path)

@@ -1,0 +1,45 @@
+"""Tiny Shakespeare, one token per character (vocab 65): nanoGPT's data/shakespeare_char recipe.
+
+    python data/shakespeare_char/prepare.py [--input PATH]
+
+Without --input it downloads input.txt (1.1 MB) into this folder first. Writes train.bin (1,003,854
+tokens), val.bin (111,540 tokens) and meta.json here. train.py calls prepare() when meta.json is missing.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, so the script can import data.*
+from data.common import download, prepare_text, read_text  # noqa: E402
+
+URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def shakespeare_text(input_path=None, folder=FOLDER):
+    """The tiny Shakespeare text: from input_path if given, else from folder/input.txt (downloaded once)."""
+    if input_path is None:
+        input_path = os.path.join(folder, 'input.txt')
+        if not os.path.exists(input_path):  # download() renames only a complete file to input.txt
+            os.makedirs(folder, exist_ok=True)
+            try:
+                download(URL, input_path)
+            except RuntimeError as err:  # train.py has the same --input flag, so this advice holds there too
+                raise RuntimeError(f"{err}; no network? pass a local copy with --input PATH") from None
+    return read_text(input_path)
+
+
+def prepare(input_path=None, out_folder=FOLDER):
+    """train.py calls prepare(its --input or None) when this folder has no meta.json."""
+    return prepare_text(shakespeare_text(input_path, out_folder), out_folder, tokenizer='char')
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Tiny Shakespeare, one token per character (vocab 65).')
+    parser.add_argument('--input', metavar='PATH',
+                        help=f'a local copy of input.txt (default: download {URL})')
+    try:
+        prepare(parser.parse_args().input)
+    except (OSError, ValueError, RuntimeError) as err:
+        parser.exit(2, f"error: {err}\n")  # one line, no traceback: the user can fix these
