@@ -186,7 +186,7 @@ def param_groups(model, s):
         # RMSNorm gains are vectors: their gradients average over many entries, no weight decay needed
         dict(name='gains', params=kinds['gains'], lr=s.learning_rate, weight_decay=0.0, **adamw),
         # learnable multipliers: a small weight decay 2e-3 stops drift along symmetries (paper rule 1)
-        dict(name='multipliers', params=kinds['multipliers'], lr=s.mult_lr or s.learning_rate,
+        dict(name='multipliers', params=kinds['multipliers'], lr=s.learning_rate if s.mult_lr is None else s.mult_lr,
              weight_decay=s.mult_wd, **adamw),
     ]
     return [g for g in groups if g['params']]
