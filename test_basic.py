@@ -4,6 +4,7 @@ nanoLRM tests: CPU only, no network, a few minutes on 2 cores.  Run: python -m p
 Tiny-shakespeare is read from $TINYSHAKESPEARE, else data/shakespeare_char/input.txt (what
 data/shakespeare_char/prepare.py downloads), else ../shared/data/tinyshakespeare/input.txt.
 """
+import functools
 import http.server
 import itertools
 import json
@@ -826,6 +827,11 @@ class ShardServer:
                     return self.send_error(404)
                 body, partial = server.files[name], range_header is not None and server.honor_range
                 start = int(range_header.removeprefix('bytes=').rstrip('-')) if partial else 0
+                if start >= len(body) > 0:  # nothing left to send: 416, as real servers answer
+                    self.send_response(416)
+                    self.send_header('Content-Range', f'bytes */{len(body)}')
+                    self.send_header('Content-Length', '0')
+                    return self.end_headers()
                 self.send_response(206 if partial else 200)
                 if partial:
                     self.send_header('Content-Range', f'bytes {start}-{len(body) - 1}/{len(body)}')
@@ -907,6 +913,19 @@ def test_download_restarts_when_the_server_ignores_range(tmp_path, server):
     assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
 
 
+def test_download_finishes_a_part_file_that_is_already_whole(tmp_path, server):
+    server.files['file.bin'] = os.urandom(5000)
+    (tmp_path / 'file.bin.part').write_bytes(server.files['file.bin'])  # a run stopped before renaming
+    download(f'{server.url}/file.bin', str(tmp_path / 'file.bin'))
+    assert server.requests == [('file.bin', 'bytes=5000-')]
+    assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
+    (tmp_path / 'file.bin.part').write_bytes(os.urandom(6000))  # longer than the file: start again
+    os.remove(tmp_path / 'file.bin')
+    download(f'{server.url}/file.bin', str(tmp_path / 'file.bin'))
+    assert server.requests[1:] == [('file.bin', 'bytes=6000-'), ('file.bin', None)]
+    assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
+
+
 @pytest.mark.parametrize('bad', ['truncated', 'magic', 'missing'])
 def test_fineweb_prepare_rejects_bad_shards(tmp_path, server, bad):
     names = serve_shards(server, num_train_shards=2)
@@ -936,11 +955,10 @@ def test_shakespeare_download_and_its_error_message(tmp_path, server, monkeypatc
     assert os.listdir(tmp_path / 'offline') == []  # no input.txt, .part, .bin or meta.json
 
 
-def test_train_says_how_to_pass_a_local_file_when_the_text_cannot_be_had(monkeypatch, capsys):
+def test_train_says_how_to_pass_a_local_file_when_the_text_cannot_be_had(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')  # nothing listens there
-    monkeypatch.setattr(train, 'REPO', '/nonexistent')  # no data/shakespeare_char/meta.json there
-    monkeypatch.setattr(shakespeare_char, 'FOLDER', '/nonexistent/data/shakespeare_char')
-    monkeypatch.setattr(shakespeare_char.prepare, '__defaults__', (None, '/nonexistent/data/shakespeare_char'))
+    monkeypatch.setattr(train, 'REPO', str(tmp_path))  # no data/shakespeare_char/meta.json there
+    monkeypatch.setattr(shakespeare_char, 'prepare', functools.partial(shakespeare_char.prepare, out_folder=tmp_path))
     with pytest.raises(SystemExit) as exit_info:
         train.main(['--device', 'cpu', '--max_iters', '0'])
     err = capsys.readouterr().err.strip()

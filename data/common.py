@@ -229,9 +229,16 @@ def download(url, path, chunk_bytes=1 << 20):
                     done += len(chunk)
                     print(f"\r{name}: {done / 1e6:.1f}{of_total} MB", end='', flush=True)
         print()
+    except urllib.error.HTTPError as err:
+        err.close()  # an HTTP error response keeps its connection open
+        if err.code == 416 and done:  # Range Not Satisfiable: the .part holds every byte, or more
+            if err.headers.get('Content-Range') == f'bytes */{done}':
+                os.replace(part, path)  # whole: an earlier run stopped just before renaming it
+                return
+            os.remove(part)  # not a prefix of this file: start again from zero
+            return download(url, path, chunk_bytes)
+        raise RuntimeError(f"could not download {url}: {err}") from None
     except (OSError, http.client.HTTPException, ValueError) as err:
-        if isinstance(err, urllib.error.HTTPError):
-            err.close()  # an HTTP error response keeps its connection open
         raise RuntimeError(f"could not download {url}: {err}") from None
     if total is not None and done != total:
         raise RuntimeError(f"could not download {url}: got {done} of {total} bytes; run again to resume")
