@@ -207,6 +207,8 @@ def test_parameter_groups_carry_the_right_lr_and_weight_decay():
     assert all(p.ndim < 2 for p in groups['multipliers']['params'])
     plain = {g['name'] for g in train.param_groups(GPT(tiny_config()), train.Settings())}
     assert plain == {'matrices', 'embed_head', 'gains'}
+    mult_lr = {v: train.param_groups(model, train.Settings(mult_lr=v))[-1]['lr'] for v in (None, 0.0)}
+    assert mult_lr == {None: s.learning_rate, 0.0: 0.0}  # default: learning_rate; 0 freezes the multipliers
 
 
 def test_muon_trains_exactly_the_hidden_matrices():
