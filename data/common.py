@@ -243,3 +243,14 @@ def download(url, path, chunk_bytes=1 << 20):
     if total is not None and done != total:
         raise RuntimeError(f"could not download {url}: got {done} of {total} bytes; run again to resume")
     os.replace(part, path)
+
+
+# ----------------------------------------------------------------------------- the prepare.py scripts
+
+def run_prepare(parser, prepare):
+    """A prepare.py script's main: prepare(**flags) (each flag's dest is a parameter of prepare).
+    Errors the user can fix (no file, no network, bad data) print one line and exit with code 2."""
+    try:
+        prepare(**vars(parser.parse_args()))
+    except (OSError, ValueError, RuntimeError) as err:
+        parser.exit(2, f"error: {err}\n")

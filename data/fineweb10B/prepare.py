@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, so the script can import data.*
-from data.common import FINEWEB_HEADER_BYTES, check_fineweb_header, download, write_meta  # noqa: E402
+from data.common import FINEWEB_HEADER_BYTES, check_fineweb_header, download, run_prepare, write_meta  # noqa: E402
 
 DEFAULT_BASE_URL = 'https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main'
 GPT2_VOCAB_SIZE = 50257
@@ -56,8 +56,4 @@ if __name__ == '__main__':
                              'speedrun; 1 is enough to try things out')
     parser.add_argument('--base_url', default=DEFAULT_BASE_URL,
                         help='where the shards are (tests point it at a local server)')
-    args = parser.parse_args()
-    try:
-        prepare(args.num_train_shards, args.base_url)
-    except (OSError, ValueError, RuntimeError) as err:
-        parser.exit(2, f"error: {err}\n")  # one line, no traceback: the user can fix these
+    run_prepare(parser, prepare)

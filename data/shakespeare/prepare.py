@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, so the script can import data.*
-from data.common import prepare_text  # noqa: E402
+from data.common import prepare_text, run_prepare  # noqa: E402
 from data.shakespeare_char.prepare import URL, shakespeare_text  # noqa: E402  (the same text)
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
@@ -25,9 +25,6 @@ def prepare(input_path=None, encoding=None, out_folder=FOLDER):
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description="Tiny Shakespeare with GPT-2's BPE tokenizer (vocab 50257).")
-    parser.add_argument('--input', metavar='PATH',
+    parser.add_argument('--input', dest='input_path', metavar='PATH',
                         help=f'a local copy of input.txt (default: download {URL})')
-    try:
-        prepare(parser.parse_args().input)
-    except (OSError, ValueError, RuntimeError) as err:
-        parser.exit(2, f"error: {err}\n")  # one line, no traceback: the user can fix these
+    run_prepare(parser, prepare)
