@@ -33,9 +33,10 @@ PLACEMENTS = {
     # the paper's main runs: every matrix, the embedding included. The LM head never gets row
     # multipliers (they fit token frequencies "lazily" and hurt); its column scale is the final norm gain.
     'all': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY, gate=ANY, up=ANY, down=ANY, head=('scalar',)),
-    # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O, up vs down)
+    # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O, up vs down).
+    # The LM head is left unchanged (App. C.1): a head scalar times the final norm gain is such a product.
     'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), k=(), v=(), o=ANY,
-                          gate=('scalar', 'row'), up=(), down=ANY, head=('scalar',)),
+                          gate=('scalar', 'row'), up=(), down=ANY, head=()),
 }
 
 
@@ -215,6 +216,8 @@ class GPT(nn.Module):
         stats = {}
         for name, m in self.matrix_layers().items():
             stats[f'{name}.weight_rms'] = m.weight.float().pow(2).mean().sqrt().item()  # ||W~|| ~ sqrt(lr/wd)
+            if m.multipliers():  # the RMS of W = s r W~ c: the scale the multipliers learned
+                stats[f'{name}.effective_rms'] = m.effective_weight().float().pow(2).mean().sqrt().item()
             for kind, p in m.multipliers().items():
                 stats.update({f'{name}.{kind}_{f}': getattr(p.float(), f)().item() for f in ('mean', 'min', 'max')})
         return stats

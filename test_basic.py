@@ -14,6 +14,7 @@ import runpy
 import subprocess
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ import data.fineweb10B.prepare as fineweb
 import data.shakespeare.prepare as shakespeare_gpt2
 import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
+import abm
+import plot
+import sweep
 import train
 from data.common import (TokenData, download, get_tokenizer, prepare_text, read_meta, write_meta,
                          write_tokens)
@@ -116,6 +120,13 @@ def test_each_flag_adds_exactly_its_multipliers(placement, combo):
     n_base = sum(p.numel() for p in GPT(tiny_config()).parameters())
     assert sum(p.numel() for p in model.parameters()) == n_base + n_mults
     assert (n_mults > 0) == any(combo.values())
+
+
+def test_symmetry_free_leaves_the_lm_head_unchanged():
+    # paper App. C.1: a head scalar would only trade scale with the final norm gain
+    flags = dict(scalar_mult=True, row_mult=True, col_mult=True)
+    assert GPT(tiny_config(mult_placement='symmetry_free', **flags)).head.multipliers() == {}
+    assert set(GPT(tiny_config(**flags)).head.multipliers()) == {'scalar_mult'}
 
 
 def test_embedding_multipliers_scale_dimensions_and_tokens():
@@ -211,6 +222,50 @@ def test_parameter_groups_carry_the_right_lr_and_weight_decay():
     assert mult_lr == {None: s.learning_rate, 0.0: 0.0}  # default: learning_rate; 0 freezes the multipliers
 
 
+def test_matrix_lr_and_wd_move_the_hidden_matrices_alone():
+    model = GPT(tiny_config(scalar_mult=True))
+    s = train.Settings(scalar_mult=True, learning_rate=1e-3, weight_decay=0.1, matrix_lr=4e-3, matrix_wd=2.5)
+    groups = {g['name']: g for g in train.param_groups(model, s)}
+    assert (groups['matrices']['lr'], groups['matrices']['weight_decay']) == (4e-3, 2.5)
+    assert (groups['embed_head']['lr'], groups['embed_head']['weight_decay']) == (1e-3, 0.1)
+    assert (groups['gains']['lr'], groups['multipliers']['lr']) == (1e-3, 1e-3)
+    muon = {g['name']: g for g in train.param_groups(model, train.Settings(optimizer='muon', matrix_lr=4e-3))}
+    assert muon['matrices']['lr'] == train.Settings().muon_lr  # under Muon, --muon_lr/--muon_wd set them
+
+
+def test_frozen_gains_are_not_trained(char_data, tmp_path):
+    model = GPT(tiny_config())
+    names = {g['name'] for g in train.param_groups(model, train.Settings(freeze_gains=True))}
+    assert names == {'matrices', 'embed_head'}
+    gains = model.params_by_kind()['gains']
+    assert not any(p.requires_grad for p in gains)
+    run(char_data, tmp_path, '--max_iters', '5', '--eval_interval', '5', '--freeze_gains')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    norm_gains = [v for k, v in ckpt['model'].items() if 'norm' in k]
+    assert norm_gains and all(torch.equal(v, torch.ones_like(v)) for v in norm_gains)
+
+
+def test_z_loss_adds_its_term_and_pulls_the_normalizer_to_zero(char_data):
+    data = TokenData(char_data)
+
+    def steps(z_loss, n):
+        torch.manual_seed(0)
+        s = train.Settings(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8, z_loss=z_loss,
+                           learning_rate=3e-2, warmup_iters=0)
+        model, groups, optimizer = train.build(s, data.vocab_size, torch.device('cpu'))
+        x, y = data.get_batch('train', 8, 16, torch.Generator().manual_seed(0))
+        logits, cross_entropy = model(x, y)
+        expected = cross_entropy + z_loss * torch.logsumexp(logits, -1).pow(2).mean()  # CE + z * lse^2
+        scaler = torch.amp.GradScaler('cpu', enabled=False)
+        losses = [train.train_step(model, optimizer, scaler, groups, s, lambda: (x, y), nullcontext())[0]
+                  for _ in range(n)]
+        return expected, losses[0], torch.logsumexp(model(x, y)[0], -1).abs().mean()
+
+    expected, first, _ = steps(0.5, 1)
+    assert torch.allclose(first, expected)
+    assert steps(1.0, 20)[2] < 0.5 * steps(0.0, 20)[2]  # the z-loss gradient drives logsumexp towards 0
+
+
 def test_muon_trains_exactly_the_hidden_matrices():
     s = train.Settings(optimizer='muon', scalar_mult=True, row_mult=True, col_mult=True, muon_lr=0.05, ns_steps=4)
     model = GPT(tiny_config(scalar_mult=True, row_mult=True, col_mult=True))
@@ -238,7 +293,11 @@ def test_huge_multiplier_gradients_shrink_other_updates_only_when_clipped_togeth
     others = [p for g in groups if g['name'] != 'multipliers' for p in g['params']]
     before = torch.cat([p.grad.flatten() for p in others]).norm()
     assert before < 1.0  # the others alone are under the clip threshold
-    torch.nn.utils.clip_grad_norm_(train.clipped_params(groups, s), 1.0)
+    mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
+    rest_norm, mult_norm = train.clip_gradients(groups, s)  # the pre-clip norms, as log.jsonl gets them
+    assert torch.allclose(rest_norm, before, rtol=1e-4) and mult_norm > 1e3
+    mults_untouched = all(torch.equal(p.grad, torch.full_like(p, 1e3)) for p in mults)
+    assert mults_untouched != clip_multipliers  # multipliers are clipped only when included
     after = torch.cat([p.grad.flatten() for p in others]).norm()
     if clip_multipliers:
         assert after < 1e-3 * before  # the paper's failure mode: everything is shrunk
@@ -272,6 +331,16 @@ def test_short_training_run_lowers_val_loss(char_data, tmp_path, mult_flags, opt
     assert ckpt['iter'] == 60 and ckpt['settings']['row_mult'] == bool(mult_flags)
 
 
+@pytest.mark.parametrize('mult_flags', [[], ['--scalar_mult']])
+def test_log_carries_the_pre_clip_gradient_norms(char_data, tmp_path, mult_flags):
+    log = run(char_data, tmp_path, '--max_iters', '6', '--eval_interval', '6', '--log_interval', '2', *mult_flags)
+    steps = [line for line in log if 'val_loss' not in line]
+    assert [line['iter'] for line in steps] == [2, 4, 6] and all(line['grad_norm'] > 0 for line in steps)
+    assert all((line['mult_grad_norm'] > 0) == bool(mult_flags) for line in steps)
+    evals = [line for line in log if 'val_loss' in line]
+    assert {'lr_matrices', 'lr_embed_head', 'lr_gains'} <= evals[-1].keys()  # each group's LR, by name
+
+
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
 def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer):
     flags = ['--eval_interval', '10', '--lr_decay_iters', '20', '--row_mult', '--col_mult', '--dropout', '0.1',
@@ -281,7 +350,7 @@ def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer)
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '20', '--resume')
     assert [line['iter'] for line in resumed] == [0, 10, 20]
     for a, b in zip(full, resumed):
-        assert (a['train_loss'], a['val_loss'], a['lr']) == (b['train_loss'], b['val_loss'], b['lr'])
+        assert (a['train_loss'], a['val_loss'], a['lr_matrices']) == (b['train_loss'], b['val_loss'], b['lr_matrices'])
 
 
 def test_resume_refuses_a_different_architecture(char_data, tmp_path, capsys):
@@ -568,6 +637,79 @@ def test_sharded_two_processes_equal_one_process(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
+# the research tools: sweep.py, plot.py, abm.py
+
+
+@pytest.fixture(scope='session')
+def tiny_sweep(char_data, tmp_path_factory):
+    """A 2 x 2 sweep of tiny runs: clipping in/out x two (lr, wd) pairs at the same lr*wd."""
+    out_dir = tmp_path_factory.mktemp('sweep')
+    argv = ['--out_dir', str(out_dir), '--grid', 'clip_multipliers=0,1', '--grid', 'matrix_lr:matrix_wd=1e-3:4,4e-3:1',
+            '--', '--dataset', char_data, '--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '16',
+            '--block_size', '16', '--batch_size', '4', '--max_iters', '4', '--eval_interval', '2',
+            '--eval_iters', '1', '--log_interval', '2', '--sample_tokens', '0', '--scalar_mult']
+    return out_dir, argv, sweep.main(argv)
+
+
+def test_sweep_runs_the_grid_tabulates_and_skips_finished_runs(tiny_sweep, monkeypatch):
+    out_dir, argv, records = tiny_sweep
+    assert [(r['point'], r['status']) for r in records] == [
+        ({'clip_multipliers': c, 'matrix_lr': lr, 'matrix_wd': wd}, 'ok')
+        for c in ('0', '1') for lr, wd in (('1e-3', '4'), ('4e-3', '1'))]  # ':' axes vary together
+    ckpt = torch.load(out_dir / 'runs' / records[-1]['name'] / 'ckpt.pt', weights_only=True)
+    assert (ckpt['settings']['clip_multipliers'], ckpt['settings']['matrix_lr']) == (True, 4e-3)
+    assert all(r['final_val_loss'] < 4.3 and 'blocks.0.attn.q.weight_rms' in r['final'] for r in records)
+    table = (out_dir / 'results.md').read_text().splitlines()
+    assert len(table) == 2 + 4 and table[2].startswith('| 0 | 1e-3 | 4 | 1 | ')
+    monkeypatch.setattr(subprocess, 'run', lambda *a, **k: pytest.fail('a finished run was started again'))
+    assert len(sweep.main(argv)) == 4  # resumed from results.json: nothing to run
+
+
+def test_sweep_rejects_bad_grids_in_one_line(capsys):
+    for argv in (['--out_dir', 'x', '--grid', 'lr'], ['--out_dir', 'x', '--grid', 'a:b=1'],
+                 ['--out_dir', 'x', '--', '--seed', '3']):
+        with pytest.raises(SystemExit) as exit_info:
+            sweep.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and '\n' not in err and err.startswith('sweep.py: error:'), err
+
+
+def test_plot_writes_every_figure(tiny_sweep, tmp_path):
+    pytest.importorskip('matplotlib', reason='plot.py needs matplotlib (an optional dependency)')
+    out_dir, _, records = tiny_sweep
+    results = str(out_dir / 'results.json')
+    commands = [['curves', str(out_dir / 'runs' / records[0]['name'])], ['sweep', results, '--x', 'matrix_lr'],
+                ['equilibrium', results], ['clipping', str(out_dir), '--early', '4']]
+    for command in commands:
+        out = tmp_path / f'{command[0]}.png'
+        plot.main([*command, '--out', str(out)])
+        assert out.read_bytes().startswith(b'\x89PNG') and out.stat().st_size > 5000
+    gap = json.loads((tmp_path / 'clipping.json').read_text())['val_loss_gap']
+    assert [iters for iters, _ in gap['1337']] == [0, 2, 4]
+
+
+def test_abm_feeds_noise_through_the_training_optimizer(monkeypatch):
+    built = []
+    monkeypatch.setattr(train, 'make_optimizer', lambda *a: built.append(train.MuonAdamW(a[0])) or built[-1])
+    s = train.Settings(optimizer='muon', n_layer=1, n_head=2, n_embd=16, block_size=8, max_iters=3)
+    trajectory = abm.brownian_motion(s, 65, [1, 3])
+    assert len(built) == 1 and sorted(trajectory) == [0, 1, 3]  # train.py's own build(), groups and optimizer
+    assert trajectory[3]['blocks.0.attn.q.weight_rms'] != trajectory[0]['blocks.0.attn.q.weight_rms']
+
+
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_abm_norm_settles_at_sqrt_lr_over_wd(optimizer):
+    # paper section 1: with noise for gradients, ||W~|| ~ sqrt(lr/wd); here 6 equilibrium times at lr*wd = 0.02
+    def final_rms(lr, wd):
+        s = train.Settings(optimizer=optimizer, n_layer=1, n_head=2, n_embd=32, block_size=8, max_iters=1000,
+                           schedule='wsd', warmup_iters=0, matrix_lr=lr, matrix_wd=wd, muon_lr=lr, muon_wd=wd,
+                           muon_scale='match_rms_adamw')
+        return abm.brownian_motion(s, 65, [300])[300]['blocks.0.mlp.up.weight_rms']
+    ratio = final_rms(8e-3, 2.5) / final_rms(2e-3, 10)  # S = sqrt(lr/wd) differs by 4x
+    assert 3.6 < ratio < 4.4, ratio
+
+
+# ---------------------------------------------------------------------------------------------------
 # data/: the on-disk format, tokenizers, batches, the FineWeb download (against a local server)
 
 
@@ -624,6 +766,16 @@ def test_shakespeare_gpt2_prepare_with_a_given_encoding(tmp_path):
     assert get_tokenizer(meta, encoding).decode(ids.tolist()) == text
 
 
+def test_real_gpt2_bpe_from_a_local_file_splits_shakespeare_like_nanogpt(tmp_path, monkeypatch):
+    path = os.path.join(REPO, '../shared/data/gpt2/gpt2.tiktoken')
+    if not os.path.exists(path):
+        pytest.skip(f'no GPT-2 BPE file at {path}')
+    monkeypatch.setenv(common.GPT2_BPE_ENV, path)
+    assert get_tokenizer({'tokenizer': 'gpt2'}).encode('Hello world') == [15496, 995]
+    shakespeare_gpt2.prepare(shakespeare_path(), out_folder=tmp_path)
+    assert (len(read_split(tmp_path, 'train')), len(read_split(tmp_path, 'val'))) == (301966, 36059)  # nanoGPT's
+
+
 def test_gpt2_tokenizer_round_trip_and_endoftext(tmp_path):
     encoding = tiny_gpt2_encoding()
     text = "the other one in the house<|endoftext|>then there was another\n" * 20
@@ -645,7 +797,7 @@ def test_byte_tokenizer_round_trip_on_non_ascii(tmp_path):
     assert tok.decode(list('é'.encode())[:1]) == '\ufffd'  # half a character decodes, it does not raise
 
 
-def test_val_fraction_splits_the_tokens(tmp_path):
+def test_val_fraction_splits_the_text(tmp_path):
     prepare_text('abcdefghij' * 10, tmp_path, val_fraction=0.25)
     assert (len(read_split(tmp_path, 'train')), len(read_split(tmp_path, 'val'))) == (75, 25)
 

@@ -46,9 +46,13 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     lr_decay_iters: int = doc(0, 'step at which the schedule reaches min_lr; 0 = max_iters')
     decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final exponential decay')
     weight_decay: float = doc(0.1, 'decoupled weight decay of matrices W~, embedding and head')
+    matrix_lr: float | None = doc(None, 'AdamW learning rate of the hidden matrices W~ alone (default: learning_rate)')
+    matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone (default: weight_decay)')
     beta1: float = doc(0.9, 'AdamW beta1')
     beta2: float = doc(0.99, 'AdamW beta2')
     grad_clip: float = doc(1.0, 'clip the global gradient norm to this; 0 = off')
+    z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss (the paper: 1e-4)')
+    freeze_gains: bool = doc(False, "keep every RMSNorm gain at 1 (the paper's equilibrium sweeps)")
     # learnable multipliers: how they are trained (paper section 4)
     mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)")
     mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)")
@@ -176,20 +180,29 @@ def param_groups(model, s):
     adamw = dict(use_muon=False, betas=(s.beta1, s.beta2))
     groups = [
         # hidden matrices W~: weight-decayed, so ||W~|| settles at its equilibrium ~ sqrt(lr/wd) (paper section 1)
-        dict(name='matrices', params=kinds['matrices'], lr=s.learning_rate, weight_decay=s.weight_decay, **adamw)
+        dict(name='matrices', params=kinds['matrices'], lr=pick(s.matrix_lr, s.learning_rate),
+             weight_decay=pick(s.matrix_wd, s.weight_decay), **adamw)
         if not muon else
         dict(name='matrices', params=kinds['matrices'], lr=s.muon_lr, use_muon=True, momentum=s.muon_momentum,
              nesterov=s.muon_nesterov, ns_steps=s.ns_steps, muon_scale=s.muon_scale,
-             weight_decay=s.weight_decay if s.muon_wd is None else s.muon_wd),
+             weight_decay=pick(s.muon_wd, s.weight_decay)),
         # token embedding and LM head: matrices too, but per-token rows: always AdamW
         dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate, weight_decay=s.weight_decay, **adamw),
         # RMSNorm gains are vectors: their gradients average over many entries, no weight decay needed
         dict(name='gains', params=kinds['gains'], lr=s.learning_rate, weight_decay=0.0, **adamw),
-        # learnable multipliers: a small weight decay 2e-3 stops drift along symmetries (paper rule 1)
-        dict(name='multipliers', params=kinds['multipliers'], lr=s.learning_rate if s.mult_lr is None else s.mult_lr,
+        # learnable multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
+        dict(name='multipliers', params=kinds['multipliers'], lr=pick(s.mult_lr, s.learning_rate),
              weight_decay=s.mult_wd, **adamw),
     ]
+    if s.freeze_gains:  # the gains act as column multipliers and partly compensate a scale: take them out
+        groups = [g for g in groups if g['name'] != 'gains']
+        for p in kinds['gains']:
+            p.requires_grad_(False)
     return [g for g in groups if g['params']]
+
+
+def pick(value, default):
+    return default if value is None else value
 
 
 def make_optimizer(groups, s, device):
@@ -198,10 +211,24 @@ def make_optimizer(groups, s, device):
     return torch.optim.AdamW(groups, fused=device.type == 'cuda')
 
 
-def clipped_params(groups, s):
-    # paper rule 2: multipliers are EXCLUDED from the global grad-norm clipping; early on their
-    # gradients dominate the norm, so including them shrinks every other update (--clip_multipliers)
-    return [p for g in groups if s.clip_multipliers or g['name'] != 'multipliers' for p in g['params']]
+def grad_norm(params):
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+
+
+def clip_gradients(groups, s):
+    """Clip the global gradient norm to --grad_clip; return the pre-clip norms of the rest and of the multipliers."""
+    mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
+    rest = [p for g in groups if g['name'] != 'multipliers' for p in g['params']]
+    rest_norm, mult_norm = grad_norm(rest), grad_norm(mults)
+    if s.grad_clip > 0:
+        # paper rule 2: multipliers are EXCLUDED from the global norm and from the clipping; early on their
+        # gradients dominate the norm, so including them shrinks every other update (--clip_multipliers)
+        clipped = rest + mults if s.clip_multipliers else rest
+        norm = torch.hypot(rest_norm, mult_norm) if s.clip_multipliers else rest_norm
+        grads = [p.grad for p in clipped if p.grad is not None]
+        torch._foreach_mul_(grads, (s.grad_clip / (norm + 1e-6)).clamp(max=1.0))  # g <- g * min(1, clip/||g||)
+    return rest_norm, mult_norm
 
 
 def lr_factor(it, s):
@@ -248,6 +275,25 @@ def load_checkpoint(path, device, flag):
     if not isinstance(ckpt, dict) or not {'model', 'settings', 'model_config'} <= ckpt.keys():
         fail(f'{flag}: {path} is not a nanoLRM checkpoint (no model, settings and model_config in it)')
     return ckpt
+
+
+def append_log(out_dir, line):
+    """log.jsonl: evaluation lines (with val_loss) and step lines (loss and gradient norms)."""
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(line) + '\n')
+
+
+def truncate_log(out_dir, last_iter):
+    path = os.path.join(out_dir, 'log.jsonl')
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
+        with open(path, 'w') as f:
+            f.writelines(lines)
+
+
+def group_lrs(optimizer):
+    return {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}
 
 
 def rng_states(batch_generator):
@@ -297,21 +343,26 @@ def build(s, vocab_size, device):
 
 
 def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
-    """One optimizer step: --grad_accum micro-batches, backward, clip, step. Returns the mean loss (a tensor)."""
+    """One optimizer step: --grad_accum micro-batches, backward, clip, step.
+
+    Returns the mean loss and the pre-clip gradient norms (rest, multipliers), as tensors.
+    """
     loss_sum = 0.0
     for _ in range(s.grad_accum):
         x, y = next_batch()
         with autocast:
-            loss = step_model(x, y)[1] / s.grad_accum
+            logits, loss = step_model(x, y)
+            if s.z_loss:  # z-loss keeps the softmax normalizer near 1: loss += z * mean(logsumexp(logits)^2)
+                loss = loss + s.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
+            loss = loss / s.grad_accum
         scaler.scale(loss).backward()
         loss_sum += loss.detach()
-    if s.grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(clipped_params(groups, s), s.grad_clip)
+    scaler.unscale_(optimizer)  # the true gradients, for their norms and the clipping
+    norms = clip_gradients(groups, s)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum
+    return loss_sum, norms
 
 
 def train(s):
@@ -335,6 +386,7 @@ def train(s):
         start_iter, elapsed = ckpt['iter'], ckpt['elapsed']
         for g, now in zip(optimizer.param_groups, groups):  # flags given now win over the saved groups
             g.update({k: v for k, v in now.items() if k != 'params'}, initial_lr=now['lr'])
+        truncate_log(s.out_dir, start_iter)  # lines logged after the checkpoint will be logged again
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
     step_model = torch.compile(model) if use_compile else model
     n_params = sum(p.numel() for p in model.parameters())
@@ -360,11 +412,9 @@ def train(s):
         if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
             losses = estimate_loss(step_model, data, s, device, autocast)  # (a resumed run logged this one)
             elapsed, t0 = elapsed + time.time() - t0, time.time()
-            line = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'], val_loss=losses['val'],
-                        lr=optimizer.param_groups[0]['lr'], elapsed=elapsed, optimizer=s.optimizer,
-                        **model.observables())
-            with open(os.path.join(s.out_dir, 'log.jsonl'), 'a') as f:
-                f.write(json.dumps(line) + '\n')
+            append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
+                                       val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer,
+                                       **group_lrs(optimizer), **model.observables()))
             print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                             settings=asdict(s), model_config=asdict(model.config), meta=data.meta, iter=it,
@@ -372,14 +422,17 @@ def train(s):
             timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
         if it == s.max_iters:
             break
-        loss = train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast)
+        loss, (grad_norm, mult_grad_norm) = train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             loss = loss.item()  # waits for the device
             dt = (time.time() - timer) / timed_iters
             mfu = f', MFU {flops_per_iter / dt / peak:.1%}' if peak else ''
             print(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tokens/s, '
-                  f'lr {optimizer.param_groups[0]["lr"]:.2e}{mfu}')
+                  f'grad norm {grad_norm:.3f}{mfu}')
+            # a step line (no val_loss): the pre-clip gradient norms, without and of the multipliers
+            append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=grad_norm.item(),
+                                       mult_grad_norm=mult_grad_norm.item(), ms_per_iter=dt * 1000))
             timer, timed_iters = time.time(), 0
     if losses:
         print(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")

@@ -21,6 +21,9 @@ import torch
 TOKEN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; half the disk and RAM of int32
 META_KEYS = ('vocab_size', 'tokenizer', 'dtype', 'header_bytes', 'train', 'val')
 FINEWEB_MAGIC, FINEWEB_VERSION, FINEWEB_HEADER_BYTES = 20240520, 1, 1024
+# GPT-2's BPE without the network: a .tiktoken file of its ranks, named by this environment variable
+GPT2_BPE_ENV = 'NANOLRM_GPT2_BPE'
+GPT2_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"  # GPT-2's pre-split
 
 
 # ----------------------------------------------------------------------------- writing
@@ -87,9 +90,22 @@ class CharTokenizer:
         return ''.join(self.chars[i] for i in ids)
 
 
+def gpt2_encoding():
+    """GPT-2's BPE: read from the .tiktoken file $NANOLRM_GPT2_BPE names, else tiktoken's (downloaded once)."""
+    import tiktoken  # only this tokenizer needs tiktoken
+    path = os.environ.get(GPT2_BPE_ENV)
+    if not path:
+        return tiktoken.get_encoding('gpt2')
+    from tiktoken.load import load_tiktoken_bpe
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'${GPT2_BPE_ENV}: no file {path}')
+    return tiktoken.Encoding('gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=load_tiktoken_bpe(path),
+                             special_tokens={'<|endoftext|>': 50256})
+
+
 def get_tokenizer(meta, encoding=None):
     """The tokenizer meta names: .encode(str) -> list[int], .decode(list[int]) -> str, .vocab_size.
-    `encoding` replaces tiktoken's GPT-2 encoding (tests pass a tiny one: GPT-2's needs a download)."""
+    `encoding` replaces GPT-2's encoding (tests pass a tiny one)."""
     kind = meta['tokenizer']
     if kind == 'char':
         return CharTokenizer(meta['chars'])
@@ -97,11 +113,11 @@ def get_tokenizer(meta, encoding=None):
         return SimpleNamespace(vocab_size=256, encode=lambda text: list(text.encode('utf-8')),
                                decode=lambda ids: bytes(ids).decode('utf-8', errors='replace'))
     if kind == 'gpt2':
-        import tiktoken  # only this tokenizer needs tiktoken
         try:
-            enc = encoding or tiktoken.get_encoding('gpt2')
-        except OSError as err:  # its first use downloads the BPE files
-            raise RuntimeError(f"tiktoken could not fetch GPT-2's BPE files (needed once): {err}") from None
+            enc = encoding or gpt2_encoding()
+        except OSError as err:  # tiktoken's first use downloads the BPE files
+            raise RuntimeError(f"tiktoken could not fetch GPT-2's BPE files (needed once; offline, set "
+                               f"${GPT2_BPE_ENV} to a gpt2.tiktoken file): {err}") from None
         return SimpleNamespace(vocab_size=enc.n_vocab, decode=enc.decode,
                                encode=lambda text: enc.encode(text, allowed_special={'<|endoftext|>'}))
     raise ValueError(f"unknown tokenizer {kind!r}: expected char, byte or gpt2")
@@ -122,8 +138,8 @@ def read_text(path):
 
 
 def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=None):
-    """Tokenize text, split its tokens into the first 1 - val_fraction (train) and the rest (val), like
-    nanoGPT, write train.bin, val.bin and then meta.json into out_folder; return the meta dict."""
+    """Split text into its first 1 - val_fraction (train) and the rest (val), as nanoGPT splits it, tokenize
+    each, write train.bin, val.bin and then meta.json into out_folder; return the meta dict."""
     if not text:
         raise ValueError("the input text is empty: nothing to tokenize")
     if not 0 < val_fraction < 1:
@@ -134,9 +150,8 @@ def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=
             'train': ['train.bin'], 'val': ['val.bin']}
     if chars:
         meta['chars'] = chars
-    ids = np.array(tok.encode(text), dtype=np.int64)
-    split = int(len(ids) * (1 - val_fraction))
-    train_ids, val_ids = ids[:split], ids[split:]
+    split = int(len(text) * (1 - val_fraction))  # split the text, not the tokens: nanoGPT's token counts
+    train_ids, val_ids = (np.array(tok.encode(part), dtype=np.int64) for part in (text[:split], text[split:]))
     check_tokens(train_ids, 'train.bin')  # check both splits before writing either
     check_tokens(val_ids, 'val.bin')
     os.makedirs(out_folder, exist_ok=True)

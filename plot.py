@@ -1,0 +1,225 @@
+"""
+Figures from train.py's log.jsonl files and sweep.py's results.json (needs matplotlib: pip install matplotlib).
+
+    python plot.py curves out/run1 out/run2 --out curves.png         # loss, RMS of each W~, each multiplier
+    python plot.py sweep sweeps/lr/results.json --x learning_rate     # final val loss vs one flag, over seeds
+    python plot.py equilibrium sweeps/eq/results.json --out eq.png    # loss and ||W~|| vs S = sqrt(lr/wd)
+    python plot.py clipping sweeps/clipping --out clipping.png        # multipliers in/out of grad clipping
+
+Only this script imports matplotlib; training never needs it.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+KINDS = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # the matrices, by their last name
+
+
+def read_log(run_dir):
+    """(evaluation lines, step lines) of a run's log.jsonl."""
+    with open(os.path.join(run_dir, 'log.jsonl')) as f:
+        lines = [json.loads(line) for line in f]
+    return [x for x in lines if 'val_loss' in x], [x for x in lines if 'val_loss' not in x]
+
+
+def read_results(path):
+    with open(path) as f:
+        return [r for r in json.load(f) if r['status'] == 'ok']
+
+
+def mean_std(values):
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
+def mult_label(point):
+    """'none', 's', 'r+c', 's+r+c', ... from a grid point's multiplier flags."""
+    on = [k[0] for k in ('scalar_mult', 'row_mult', 'col_mult') if point.get(k) in ('1', 'true', 'True')]
+    return '+'.join(on) or 'none'
+
+
+def figure(rows, columns, width=3.6, height=2.8):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.tick_params(labelsize=7)
+    return fig, axes
+
+
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f'saved {path}')
+
+
+def plot_curves(runs, out):
+    """One row per run: train/val loss, the RMS of each W~, each scalar multiplier (colour = matrix kind)."""
+    fig, axes = figure(len(runs), 3)
+    for row, run in zip(axes, runs):
+        evals, _ = read_log(run)
+        iters = [e['iter'] for e in evals]
+        row[0].plot(iters, [e['train_loss'] for e in evals], label='train')
+        row[0].plot(iters, [e['val_loss'] for e in evals], label='val')
+        row[0].set_title(f'loss: {os.path.basename(os.path.normpath(run))}'[:60], fontsize=8)
+        row[0].legend(fontsize=7)
+        for ax, suffix, title in ((row[1], '.weight_rms', 'RMS of each W~'), (row[2], '.scalar_mult_mean', 'each s')):
+            seen = set()
+            for key in (k for k in evals[-1] if k.endswith(suffix)):
+                kind = key[:-len(suffix)].split('.')[-1]
+                color = f'C{KINDS.index(kind)}'
+                ax.plot(iters, [e[key] for e in evals], color=color, lw=0.8, label=None if kind in seen else kind)
+                seen.add(kind)
+            ax.set_title(title if seen else f'{title}: none', fontsize=8)
+            if seen:
+                ax.legend(fontsize=6, ncol=3)
+        for ax in row:
+            ax.set_xlabel('step', fontsize=8)
+    save(fig, out)
+
+
+def plot_sweep(paths, x, out):
+    """Final val loss vs flag x, one line per setting of the other flags, error bars = std over seeds."""
+    fig, axes = figure(1, len(paths))
+    for ax, path in zip(axes[0], paths):
+        lines = defaultdict(lambda: defaultdict(list))
+        for r in read_results(path):
+            label = ', '.join(f'{k}={v}' for k, v in r['point'].items() if k != x and 'mult' not in k)
+            lines[' '.join(filter(None, [mult_label(r['point']), label]))][float(r['point'][x])].append(
+                r['final_val_loss'])
+        for label, points in sorted(lines.items()):
+            xs = sorted(points)
+            stats = [mean_std(points[v]) for v in xs]
+            ax.errorbar(xs, [m for m, _ in stats], [s for _, s in stats], marker='o', capsize=3, label=label)
+        ax.set_xscale('log')
+        ax.set_xlabel(x, fontsize=8)
+        ax.set_ylabel('final val loss', fontsize=8)
+        ax.set_title(os.path.basename(os.path.dirname(path)), fontsize=8)
+        ax.legend(fontsize=7)
+    save(fig, out)
+
+
+def equilibrium_scale(point):
+    """S = sqrt(lr / wd) of the hidden matrices, from the grid point's (matrix|muon)_lr and _wd."""
+    prefix = 'muon' if 'muon_lr' in point else 'matrix'
+    return math.sqrt(float(point[f'{prefix}_lr']) / float(point[f'{prefix}_wd']))
+
+
+def hidden_mean(final, suffix):
+    """Mean over the hidden matrices (not the embedding, not the head) of an observable, e.g. weight_rms."""
+    values = [v for k, v in final.items() if k.startswith('blocks.') and k.endswith(suffix)]
+    return sum(values) / len(values) if values else None
+
+
+def plot_equilibrium(paths, out):
+    """One row per sweep: final val loss, RMS of W~ and RMS of W = s r W~ c, each against S = sqrt(lr/wd)."""
+    fig, axes = figure(len(paths), 3)
+    for row, path in zip(axes, paths):
+        by_config = defaultdict(lambda: defaultdict(list))
+        for r in read_results(path):
+            by_config[mult_label(r['point'])][equilibrium_scale(r['point'])].append(r)
+        for i, (label, points) in enumerate(by_config.items()):
+            xs = sorted(points)
+            for ax, value in ((row[0], lambda r: r['final_val_loss']),
+                              (row[1], lambda r: hidden_mean(r['final'], '.weight_rms')),
+                              (row[2], lambda r: hidden_mean(r['final'], '.effective_rms')
+                               or hidden_mean(r['final'], '.weight_rms'))):
+                stats = [mean_std([value(r) for r in points[v]]) for v in xs]
+                ax.errorbar(xs, [m for m, _ in stats], [s for _, s in stats], marker='o', capsize=3,
+                            color=f'C{i}', label=label)
+        name = os.path.basename(os.path.dirname(path))
+        row[0].set_title(f'{name}: final val loss', fontsize=8)
+        row[1].set_title('RMS of W~ (mean over hidden matrices)', fontsize=8)
+        row[2].set_title('RMS of W = s r W~ c (mean over hidden matrices)', fontsize=8)
+        xs = sorted({x for points in by_config.values() for x in points})
+        reference = by_config['none'][xs[0]] if 'none' in by_config else None
+        if reference:  # a line proportional to S through the first 'none' point: ||W~|| ~ S
+            y0 = hidden_mean(reference[0]['final'], '.weight_rms')
+            row[1].plot(xs, [y0 * x / xs[0] for x in xs], 'k:', lw=1, label='∝ S')
+        for ax in row:
+            ax.set_xscale('log')
+            ax.set_xlabel('S = sqrt(lr / wd) of the hidden matrices', fontsize=8)
+            ax.legend(fontsize=7)
+        for ax in row[1:]:
+            ax.set_yscale('log')
+    save(fig, out)
+
+
+def plot_clipping(sweep_dir, out, early=300):
+    """Multipliers excluded from (rule 2) vs included in the global clipping: early gradient norms, loss gap."""
+    runs = [r for r in read_results(os.path.join(sweep_dir, 'results.json'))]
+    logs = {r['name']: read_log(os.path.join(sweep_dir, 'runs', r['name'])) for r in runs}
+    fig, axes = figure(1, 2, width=4.5)
+    data = dict(early_grad_norms={}, val_loss_gap={})
+    for r in runs:
+        if r['seed'] != min(x['seed'] for x in runs):
+            continue
+        included = r['point']['clip_multipliers'] in ('1', 'true', 'True')
+        steps = [x for x in logs[r['name']][1] if x['iter'] <= early]
+        style = dict(color='C3' if included else 'C0')
+        label = 'included in clipping' if included else 'excluded (rule 2)'
+        axes[0, 0].plot([x['iter'] for x in steps], [x['grad_norm'] for x in steps], **style,
+                        label=f'{label}: the rest')
+        axes[0, 0].plot([x['iter'] for x in steps], [x['mult_grad_norm'] for x in steps], '--', **style,
+                        label=f'{label}: multipliers')
+        data['early_grad_norms'][label] = dict(iters=[x['iter'] for x in steps],
+                                               rest=[x['grad_norm'] for x in steps],
+                                               multipliers=[x['mult_grad_norm'] for x in steps])
+    axes[0, 0].axhline(1.0, color='k', lw=0.8, ls=':', label='clip threshold')
+    axes[0, 0].set_yscale('log')
+    axes[0, 0].set_title(f'pre-clip gradient norms, first {early} steps', fontsize=8)
+    axes[0, 0].legend(fontsize=6)
+    for seed in sorted({r['seed'] for r in runs}):
+        pair = {r['point']['clip_multipliers'] in ('1', 'true', 'True'): logs[r['name']][0]
+                for r in runs if r['seed'] == seed}
+        if len(pair) == 2:
+            gap = [(a['iter'], b['val_loss'] - a['val_loss']) for a, b in zip(pair[False], pair[True])]
+            axes[0, 1].plot(*zip(*gap), marker='.', label=f'seed {seed}')
+            data['val_loss_gap'][seed] = gap
+    axes[0, 1].axhline(0.0, color='k', lw=0.8)
+    axes[0, 1].set_title('val loss, included minus excluded (> 0: excluding is better)', fontsize=8)
+    axes[0, 1].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.set_xlabel('step', fontsize=8)
+    with open(os.path.splitext(out)[0] + '.json', 'w') as f:
+        json.dump(data, f)
+    save(fig, out)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog='plot.py', description=__doc__.split('\n\n')[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    curves = commands.add_parser('curves', help='runs (train.py --out_dir folders) -> training curves')
+    curves.add_argument('runs', nargs='+')
+    sweep = commands.add_parser('sweep', help="sweep.py results.json -> final val loss vs one flag")
+    sweep.add_argument('results', nargs='+')
+    sweep.add_argument('--x', required=True, help='the flag on the x axis (log scale)')
+    equilibrium = commands.add_parser('equilibrium', help='equilibrium sweeps -> loss and norms vs S')
+    equilibrium.add_argument('results', nargs='+')
+    clipping = commands.add_parser('clipping', help='a sweep over --clip_multipliers -> gradient norms, loss gap')
+    clipping.add_argument('sweep_dir')
+    clipping.add_argument('--early', type=int, default=300, help='steps of gradient norms to show')
+    for command in (curves, sweep, equilibrium, clipping):
+        command.add_argument('--out', default=f'{command.prog.split()[-1]}.png', help='the PNG to write')
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print('plot.py: error: matplotlib is not installed (pip install matplotlib)', file=sys.stderr)
+        sys.exit(2)
+    if args.command == 'curves':
+        plot_curves(args.runs, args.out)
+    elif args.command == 'sweep':
+        plot_sweep(args.results, args.x, args.out)
+    elif args.command == 'equilibrium':
+        plot_equilibrium(args.results, args.out)
+    else:
+        plot_clipping(args.sweep_dir, args.out, args.early)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

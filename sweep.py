@@ -1,0 +1,128 @@
+"""
+Run train.py over a grid of flag values x seeds, one run after another, and tabulate the results.
+
+    python sweep.py --out_dir sweeps/2x2 --grid optimizer=adamw,muon --grid row_mult=0,1 --seeds 3 -- \
+        --device cpu --max_iters 2000 --sample_tokens 0
+
+Each --grid name=v1,v2,... is one axis; the sweep runs every combination of the axes, each with
+--seeds seeds (--seed, --seed+1, ...). Flags that must change together share one axis, joined by ':':
+--grid matrix_lr:matrix_wd=5e-4:20,1e-3:10 runs (5e-4, 20) and (1e-3, 10), not all four pairs.
+Everything after -- goes to every run. Run <name> trains in out_dir/runs/<name>/ (its log.jsonl,
+ckpt.pt and train.log). A run is finished once it is recorded in out_dir/results.json: started again,
+the sweep skips it, and a run that was cut off continues from its checkpoint (train.py --resume).
+out_dir/results.json holds one record per run (final and best val loss, time, the final RMS of each
+W~ and multiplier stats); out_dir/results.md the mean and spread over seeds of each grid point.
+To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python sweep.py ...
+"""
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def fail(message):
+    print(f'sweep.py: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_axis(text):
+    """'a:b=1:2,3:4' -> [{'a': '1', 'b': '2'}, {'a': '3', 'b': '4'}]: the points of one axis."""
+    names, sep, values = text.partition('=')
+    names = names.split(':')
+    points = [value.split(':') for value in values.split(',')]
+    if not sep or not all(names) or any(len(p) != len(names) or not all(p) for p in points):
+        fail(f"--grid {text}: expected name=v1,v2,... or name1:name2=a1:b1,a2:b2,...")
+    return [dict(zip(names, p)) for p in points]
+
+
+def run_name(point, seed):
+    return ','.join(f'{k}={v}' for k, v in {**point, 'seed': seed}.items()).replace('/', '_')
+
+
+def summarize(run_dir):
+    """The record of a finished run, from its log.jsonl evaluation lines."""
+    with open(os.path.join(run_dir, 'log.jsonl')) as f:
+        evals = [line for line in map(json.loads, f) if 'val_loss' in line]
+    last = evals[-1]
+    return dict(final_val_loss=last['val_loss'], best_val_loss=min(e['val_loss'] for e in evals),
+                final_train_loss=last['train_loss'], iters=last['iter'], elapsed=last['elapsed'],
+                final={k: v for k, v in last.items() if '.' in k})  # weight_rms and multiplier stats
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return 'diverged'
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return f'{mean:.4f} ± {std:.4f}'
+
+
+def write_table(records, axes, path):
+    """One row per grid point: mean ± std over seeds (sample std; 0 for a single seed)."""
+    keys = [k for axis in axes for k in axis[0]]
+    lines = ['| ' + ' | '.join(keys + ['seeds', 'final val loss', 'best val loss', 'time (s)']) + ' |',
+             '|' + '---|' * (len(keys) + 4)]
+    for point in (dict(kv for p in combo for kv in p.items()) for combo in itertools.product(*axes)):
+        runs = [r for r in records if r['point'] == point and r['status'] == 'ok']
+        if runs:
+            cells = [point[k] for k in keys] + [str(len(runs)), mean_std([r['final_val_loss'] for r in runs]),
+                                                mean_std([r['best_val_loss'] for r in runs]),
+                                                f"{sum(r['elapsed'] for r in runs) / len(runs):.1f}"]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def main(argv):
+    argv, extra = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    parser = argparse.ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out_dir', required=True, help='where runs/, results.json and results.md go')
+    parser.add_argument('--grid', action='append', default=[], help='name=v1,v2,... (repeatable)')
+    parser.add_argument('--seeds', type=int, default=1, help='seeds per grid point')
+    parser.add_argument('--seed', type=int, default=1337, help='the first seed')
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        fail(f'--seeds {args.seeds} must be >= 1')
+    taken = [a for a in extra if a.split('=')[0] in ('--out_dir', '--seed', '--resume')]
+    if taken:
+        fail(f'{taken[0]} after --: the sweep sets --out_dir, --seed and --resume of each run itself')
+    axes = [parse_axis(text) for text in args.grid] or [[{}]]
+    results_path = os.path.join(args.out_dir, 'results.json')
+    records = json.load(open(results_path)) if os.path.exists(results_path) else []
+    done = {r['name'] for r in records}
+    os.makedirs(args.out_dir, exist_ok=True)
+    for combo in itertools.product(*axes):
+        point = dict(kv for p in combo for kv in p.items())
+        for seed in range(args.seed, args.seed + args.seeds):
+            name = run_name(point, seed)
+            if name in done:
+                continue
+            run_dir = os.path.join(args.out_dir, 'runs', name)
+            resume = ['--resume'] if os.path.exists(os.path.join(run_dir, 'ckpt.pt')) else []
+            command = [sys.executable, os.path.join(REPO, 'train.py'), *extra,
+                       *(f'--{k}={v}' for k, v in point.items()), f'--seed={seed}', f'--out_dir={run_dir}', *resume]
+            print(f"sweep: {name}{' (resumed)' if resume else ''}", flush=True)
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, 'train.log'), 'a') as log:
+                code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            if code == 2:  # a bad flag or setting: every run would fail the same way
+                fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
+            record = dict(name=name, point=point, seed=seed, status='ok' if code == 0 else f'exit {code}')
+            if code == 0:
+                record.update(summarize(run_dir))
+                print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)
+            records.append(record)
+            with open(results_path, 'w') as f:
+                json.dump(records, f, indent=1)
+            write_table(records, axes, os.path.join(args.out_dir, 'results.md'))
+    return records
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
