@@ -21,6 +21,7 @@ import sys
 import torch
 
 import train
+from runtime import fail, load_checkpoint
 
 MATRICES = ('blocks.0.attn.q', 'blocks.0.mlp.up', 'blocks.-1.mlp.down')  # -1: the last block
 
@@ -51,7 +52,7 @@ def brownian_motion(s, vocab_size, log_iters, seed=0):
 
 def compare(run_dir, matrices=MATRICES):
     """Real vs noise trajectories of the chosen matrices' weight_rms and scalar multipliers."""
-    ckpt = train.load_checkpoint(os.path.join(run_dir, 'ckpt.pt'), 'cpu', 'abm.py')
+    ckpt = load_checkpoint(os.path.join(run_dir, 'ckpt.pt'), 'cpu', 'abm.py')
     s = train.Settings(**ckpt['settings'])
     n_layer = s.n_layer
     names = [m.replace('blocks.-1.', f'blocks.{n_layer - 1}.') for m in matrices]
@@ -110,7 +111,7 @@ def main(argv):
     args = parser.parse_args(argv)
     for run in args.runs:
         if not os.path.exists(os.path.join(run, 'log.jsonl')):
-            train.fail(f'{run}: no log.jsonl (pass a train.py --out_dir)')
+            fail(f'{run}: no log.jsonl (pass a train.py --out_dir)')
     results = [compare(run, args.matrices.split(',')) for run in args.runs]
     with open(os.path.splitext(args.out)[0] + '.json', 'w') as f:
         json.dump(results, f, indent=1)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 
 import train
-from model import doc
 from muon import MuonAdamW
+from runtime import doc, parse_flags, pick_device
 
 
 @dataclass
@@ -68,9 +68,9 @@ def bench_train_step(s, device, autocast, vocab_size):
 
 
 def main(argv):
-    s = BenchSettings(**train.parse_flags(argv, BenchSettings))
+    s = BenchSettings(**parse_flags(argv, BenchSettings))
     train.check(s)
-    device, dtype, autocast = train.pick_device(s)
+    device, dtype, autocast = pick_device(s.device, s.dtype)
     vocab_size = s.vocab_size or 65
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f'device {name}, {dtype}, torch {torch.__version__}; model {s.n_layer} layers, width {s.n_embd}, '

@@ -14,16 +14,13 @@ The architecture: pre-norm decoder, RMSNorm gains, rotary positions, causal atte
 Q, K, V, O matrices, gated MLP, no biases, untied token embedding and LM head.
 """
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-
-def doc(default, help, choices=None):
-    """A dataclass field with a one-line description (train.py turns each field into a --flag)."""
-    return field(default=default, metadata={'help': help, 'choices': choices})
+from runtime import doc
 
 
 # Which multiplier kinds each matrix may carry (paper section 3). A matrix gets the kinds that are
@@ -50,17 +47,18 @@ class GPTConfig:
     mlp_hidden: int = doc(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64')
     dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches')
     rope_base: float = doc(10000.0, 'rotary position embedding base')
-    # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS allows it
-    scalar_mult: bool = doc(False, 'learnable scalar multiplier s per matrix')
-    row_mult: bool = doc(False, 'learnable row multipliers r (one per output) per matrix')
-    col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix')
+    # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS allows it.
+    # folds=True: GPT.fold_multipliers() merges the field into the weights and resets it to its default.
+    scalar_mult: bool = doc(False, 'learnable scalar multiplier s per matrix', folds=True)
+    row_mult: bool = doc(False, 'learnable row multipliers r (one per output) per matrix', folds=True)
+    col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix', folds=True)
     mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)', tuple(PLACEMENTS))
     # fixed forward multipliers, the muP-style baseline (paper section 5); a learnable scalar starts from them
-    embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output')
-    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits')
-    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)')
-    attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output')
-    mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output')
+    embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output', folds=True)
+    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits', folds=True)
+    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)', folds=True)
+    attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output', folds=True)
+    mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output', folds=True)
 
 
 class MLinear(nn.Module):
@@ -134,11 +132,15 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin):
-        B, T, C = x.size()
-        q, k, v = (m(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for m in (self.q, self.k, self.v))
-        q, k = apply_rotary(q, cos[:T], sin[:T]), apply_rotary(k, cos[:T], sin[:T])
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.o(y.transpose(1, 2).contiguous().view(B, T, C)))
+        B, T, C = x.size()  # batch, sequence length, width (n_embd)
+        heads = [m(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for m in (self.q, self.k, self.v)]
+        q, k, v = heads  # each (B, nh, T, hs)
+        q = apply_rotary(q, cos[:T], sin[:T])
+        k = apply_rotary(k, cos[:T], sin[:T])
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        return self.resid_dropout(self.o(y))
 
 
 class MLP(nn.Module):
@@ -225,8 +227,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def fold_multipliers(self):
         """The same function as a baseline GPT: no multipliers, fixed multipliers 1, W = s r W~ c folded in."""
-        plain = dict(scalar_mult=False, row_mult=False, col_mult=False, embed_mult=1.0, logit_mult=1.0,
-                     attn_logit_mult=1.0, attn_out_mult=1.0, mlp_out_mult=1.0)
+        plain = {f.name: f.default for f in fields(GPTConfig) if f.metadata['folds']}  # no multipliers at all
         folded = GPT(replace(self.config, **plain)).to(self.embed.weight.device)
         folded_layers = folded.matrix_layers()
         for name, m in self.matrix_layers().items():

@@ -5,13 +5,13 @@ Sample from a model trained by train.py, optionally with its multipliers folded 
     python sample.py --out_dir out --fold --export out/folded.pt   # multipliers merged into W: zero cost
 """
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from data.common import get_tokenizer
-from model import GPT, GPTConfig, doc
-from train import fail, load_checkpoint, parse_flags
+from model import GPT, GPTConfig
+from runtime import doc, fail, load_checkpoint, parse_flags, pick_device, save_checkpoint
 
 
 @dataclass
@@ -39,7 +39,7 @@ def load_model(s, device):
 
 def main(argv):
     s = SampleSettings(**parse_flags(argv, SampleSettings))
-    device = torch.device(s.device if s.device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
+    device, _, _ = pick_device(s.device)
     torch.manual_seed(s.seed)
     model, ckpt = load_model(s, device)
     if s.fold:
@@ -47,8 +47,7 @@ def main(argv):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params:,} parameters{' (multipliers folded)' if s.fold else ''}, trained {ckpt['iter']} iters")
     if s.export:
-        torch.save(dict(model=model.state_dict(), model_config=asdict(model.config), settings=ckpt['settings'],
-                        meta=ckpt['meta'], iter=ckpt['iter']), s.export)
+        save_checkpoint(s.export, model, ckpt['settings'], ckpt['meta'], ckpt['iter'])
         print(f'saved {s.export}')
     tokenizer = get_tokenizer(ckpt['meta'])
     try:

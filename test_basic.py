@@ -29,6 +29,7 @@ import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
 import abm
 import plot
+import runtime
 import sweep
 import train
 from data.common import (TokenData, download, get_tokenizer, prepare_text, read_meta, write_meta,
@@ -171,10 +172,10 @@ def test_observables_report_matrix_rms_and_multiplier_stats():
 
 
 def test_flags_parse_every_boolean_and_value_form():
-    assert train.parse_flags(['--row_mult', '--n_layer=3', '--n_head', '4'])['row_mult'] is True
-    assert train.parse_flags(['--no-muon_nesterov'])['muon_nesterov'] is False
-    assert train.parse_flags(['--col_mult=false', '--compile=1']) == dict(col_mult=False, compile=True)
-    assert train.parse_flags(['--mult_lr', '3e-3', '--mult_placement', 'symmetry_free']) == \
+    assert runtime.parse_flags(['--row_mult', '--n_layer=3', '--n_head', '4'], train.Settings)['row_mult'] is True
+    assert runtime.parse_flags(['--no-muon_nesterov'], train.Settings)['muon_nesterov'] is False
+    assert runtime.parse_flags(['--col_mult=false', '--compile=1'], train.Settings) == dict(col_mult=False, compile=True)
+    assert runtime.parse_flags(['--mult_lr', '3e-3', '--mult_placement', 'symmetry_free'], train.Settings) == \
         dict(mult_lr=3e-3, mult_placement='symmetry_free')
     assert train.settings_from([]) == train.Settings()  # no flags: the plain baseline
     assert not any((train.Settings().scalar_mult, train.Settings().row_mult, train.Settings().col_mult))
@@ -199,7 +200,7 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(argv, named, capsys):
 
 def test_help_lists_every_flag_with_its_default(capsys):
     with pytest.raises(SystemExit):
-        train.parse_flags(['--help'])
+        runtime.parse_flags(['--help'], train.Settings)
     out = capsys.readouterr().out
     for f in train.fields(train.Settings):
         assert f'--{f.name}' in out
@@ -866,12 +867,15 @@ def test_text_prepare_command_line_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_prepare_called_like_train_py_without_input(tmp_path):
-    # train.py calls data.<dataset>.prepare.prepare(input_path) when meta.json is missing
+    # train.py calls data.<dataset>.prepare.prepare(input_path=--input or None) when meta.json is missing
     with pytest.raises(ValueError, match='--input PATH') as err:
-        text_prepare.prepare(None, out_folder=tmp_path)
+        text_prepare.prepare(input_path=None, out_folder=tmp_path)
     assert_one_line(err)
     with pytest.raises(ValueError, match='--num_train_shards') as err:
-        fineweb.prepare(None, out_folder=tmp_path)  # never a 1.6 GB download started by train.py
+        fineweb.prepare(input_path=None, out_folder=tmp_path)  # never a 1.6 GB download started by train.py
+    assert_one_line(err)
+    with pytest.raises(ValueError, match='drop --input') as err:
+        fineweb.prepare(input_path='corpus.txt', out_folder=tmp_path)
     assert_one_line(err)
     assert os.listdir(tmp_path) == []
 

@@ -5,48 +5,51 @@ Train a nanoLRM GPT. Every flag is a field of `Settings` below; `python train.py
     python train.py --scalar_mult --row_mult --col_mult      # + learnable multipliers (paper section 2)
     python train.py --optimizer muon --row_mult --col_mult   # Muon for hidden matrices, AdamW for the rest
 
-The loop: sample a batch, forward under autocast, backward, clip (multipliers excluded), step,
-schedule, log; every --eval_interval: estimate losses, append to out_dir/log.jsonl, save ckpt.pt.
+The file reads in the order of a run: the settings, the data, the model and how each kind of
+parameter is trained, the LR schedule, one training step, then the loop: sample a batch, forward
+under autocast, backward, clip (multipliers excluded), step, schedule, log; every --eval_interval:
+estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt.
 """
-import argparse
 import importlib
 import json
 import math
 import os
 import sys
 import time
-import typing
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 
 from data.common import TokenData, get_tokenizer
-from model import GPT, GPTConfig, doc
+from model import GPT, GPTConfig
 from muon import MuonAdamW
+from runtime import doc, fail, load_checkpoint, parse_flags, peak_flops, pick_device, save_checkpoint
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.py'  # for messages
 
 
 @dataclass
 class Settings(GPTConfig):  # the model's fields (model.py), then the training run's
     # data
     dataset: str = doc('shakespeare_char', 'a folder under data/ (or a path) holding meta.json and token files')
-    input: str = doc('', 'local text file to prepare the dataset from when its files are missing (default: download)')
+    input: str = doc('', 'local text file to prepare the dataset from when its files are missing '
+                         '(default: download)')
     # optimization
-    optimizer: str = doc('adamw', 'adamw for everything, or muon for hidden matrices (AdamW for the rest)', ('adamw', 'muon'))
+    optimizer: str = doc('adamw', 'adamw for everything, or muon for hidden matrices (AdamW for the rest)',
+                         ('adamw', 'muon'))
     batch_size: int = doc(64, 'sequences per micro-batch')
     grad_accum: int = doc(1, 'micro-batches per optimizer step')
     max_iters: int = doc(5000, 'optimizer steps')
     learning_rate: float = doc(1e-3, 'peak AdamW learning rate (matrices W~, embedding, head, gains)')
     min_lr: float = doc(1e-4, 'final learning rate; every group decays by the same factor min_lr/learning_rate')
-    schedule: str = doc('cosine', 'warmup then cosine decay, or warmup-stable-decay (the paper)', ('cosine', 'wsd'))
+    schedule: str = doc('cosine', 'warmup then cosine decay, or warmup-stable-decay (exponential decay to '
+                                  'min_lr over the last decay_frac)', ('cosine', 'wsd'))
     warmup_iters: int = doc(100, 'linear warmup steps')
     lr_decay_iters: int = doc(0, 'step at which the schedule reaches min_lr; 0 = max_iters')
     decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final exponential decay')
     weight_decay: float = doc(0.1, 'decoupled weight decay of matrices W~, embedding and head')
-    matrix_lr: float | None = doc(None, 'AdamW learning rate of the hidden matrices W~ alone (default: learning_rate)')
+    matrix_lr: float | None = doc(None, 'AdamW learning rate of the hidden matrices W~ alone '
+                                        '(default: learning_rate)')
     matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone (default: weight_decay)')
     beta1: float = doc(0.9, 'AdamW beta1')
     beta2: float = doc(0.99, 'AdamW beta2')
@@ -56,7 +59,8 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     # learnable multipliers: how they are trained (paper section 4)
     mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)")
     mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)")
-    clip_multipliers: bool = doc(False, "include multipliers in grad clipping (the paper's failure mode; rule 2)")
+    clip_multipliers: bool = doc(False, "include multipliers in grad clipping (the paper's failure mode; "
+                                        "rule 2)")
     # Muon (muon.py)
     muon_lr: float = doc(0.02, "Muon learning rate (with --muon_scale match_rms_adamw use AdamW's)")
     muon_momentum: float = doc(0.95, 'Muon momentum')
@@ -68,60 +72,24 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     # evaluation, logging, checkpoints
     eval_interval: int = doc(250, 'steps between evaluations, log.jsonl lines and checkpoints')
     eval_iters: int = doc(200, 'batches per loss estimate')
-    log_interval: int = doc(10, 'steps between progress lines')
+    log_interval: int = doc(10, 'steps between progress lines (and log.jsonl step lines)')
     sample_tokens: int = doc(300, 'tokens to generate at the end (0 = none)')
     out_dir: str = doc('out', 'where log.jsonl and ckpt.pt go')
     resume: bool = doc(False, 'continue from out_dir/ckpt.pt (flags given now override its settings)')
     # system
     seed: int = doc(1337, 'random seed (initialization, batches, dropout)')
     device: str = doc('auto', 'where to train', ('auto', 'cpu', 'cuda', 'mps'))
-    dtype: str = doc('auto', 'autocast dtype (auto = bfloat16 on CUDA, or float16 where bf16 is missing; float32 elsewhere)',
-                     ('auto', 'float32', 'bfloat16', 'float16'))
+    dtype: str = doc('auto', 'autocast dtype (auto = bfloat16 on CUDA, or float16 where bf16 is missing; '
+                             'float32 elsewhere)', ('auto', 'float32', 'bfloat16', 'float16'))
     compile: bool | None = doc(None, 'torch.compile the model (default: on for CUDA)')
-
-
-# -------------------------------------------------------------------------------------------------
-# the command line, generated from Settings
-
-
-def parse_bool(text):
-    if text.lower() in ('1', 'true', 'yes', 'on'):
-        return True
-    if text.lower() in ('0', 'false', 'no', 'off'):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value: '{text}' (use true/false/1/0)")
-
-
-def fail(message):
-    """A bad flag or setting: one line naming it, exit code 2 (argparse's convention)."""
-    print(f'{PROG}: error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's message names the flag; skip the long usage text
-        fail(message)
-
-
-def parse_flags(argv, dataclass_type=Settings):
-    """Only the flags given (a dict): --name value, --name=value, --flag, --no-flag, --flag=false."""
-    parser = OneLineParser(prog=PROG, argument_default=argparse.SUPPRESS)
-    for f in fields(dataclass_type):
-        kind = next(t for t in typing.get_args(f.type) or (f.type,) if t is not type(None))
-        help = f"{f.metadata['help']} (default: {f.default})"
-        if kind is bool:
-            parser.add_argument(f'--{f.name}', nargs='?', const=True, type=parse_bool, help=help)
-            parser.add_argument(f'--no-{f.name}', dest=f.name, action='store_false', help=argparse.SUPPRESS)
-        else:
-            parser.add_argument(f'--{f.name}', type=kind, choices=f.metadata['choices'], help=help)
-    return vars(parser.parse_args(argv))
 
 
 def check(s):
     """Impossible settings -> one line naming the flag (exit code 2)."""
+    head_size = s.n_embd // max(s.n_head, 1)
     rules = [
         (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
-        ((s.n_embd // max(s.n_head, 1)) % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
+        (head_size % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
         (min(s.n_layer, s.n_head, s.n_embd, s.block_size, s.batch_size, s.grad_accum) > 0,
          '--n_layer, --n_head, --n_embd, --block_size, --batch_size, --grad_accum must be positive'),
         (s.max_iters >= 0 and s.eval_interval > 0 and s.eval_iters > 0 and s.log_interval > 0,
@@ -130,7 +98,8 @@ def check(s):
         (0 < s.min_lr <= s.learning_rate or (s.min_lr == 0 and s.schedule == 'cosine'),
          f'--min_lr {s.min_lr} must be in (0, --learning_rate] (0 is allowed with --schedule cosine)'),
         (0 < s.decay_frac <= 1, f'--decay_frac {s.decay_frac} must be in (0, 1]'),
-        (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()), '--dtype float16 needs CUDA'),
+        (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()),
+         '--dtype float16 needs CUDA'),
         (s.device != 'cuda' or torch.cuda.is_available(), '--device cuda: no CUDA device is available'),
     ]
     for ok, message in rules:
@@ -140,7 +109,7 @@ def check(s):
 
 def settings_from(argv):
     """Settings = defaults, or the checkpoint's with --resume, overridden by the flags given."""
-    given = parse_flags(argv)
+    given = parse_flags(argv, Settings)
     s = Settings(**given)
     if s.resume:
         saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), 'cpu', '--resume')['settings']
@@ -153,10 +122,12 @@ def settings_from(argv):
 
 
 # -------------------------------------------------------------------------------------------------
-# data, optimizer, schedule
+# data
 
 
 def load_data(s):
+    """The dataset's tokens. A missing dataset is made by its data/<name>/prepare.py, whose
+    prepare(input_path=None) every dataset defines (input_path: a local text instead of the download)."""
     folder = s.dataset if os.path.isdir(s.dataset) else os.path.join(REPO, 'data', s.dataset)
     if not os.path.exists(os.path.join(folder, 'meta.json')):
         try:
@@ -165,7 +136,7 @@ def load_data(s):
             fail(f'--dataset {s.dataset}: no {folder}/meta.json and no prepare.py for it')
         print(f'{folder}/meta.json is missing: preparing the dataset first')
         try:
-            prepare(s.input or None)
+            prepare(input_path=s.input or None)
         except (OSError, ValueError, RuntimeError) as err:  # e.g. offline: the message says to pass --input
             fail(f'--dataset {s.dataset}: {err}')
     try:
@@ -174,20 +145,31 @@ def load_data(s):
         fail(f'--dataset {s.dataset}: {err}')
 
 
+# -------------------------------------------------------------------------------------------------
+# the model, and how each kind of parameter is trained
+
+
+def pick(value, default):
+    return default if value is None else value
+
+
 def param_groups(model, s):
     """How each kind of parameter is trained: the one place that sets learning rates and weight decay."""
-    kinds, muon = model.params_by_kind(), s.optimizer == 'muon'
+    kinds = model.params_by_kind()
     adamw = dict(use_muon=False, betas=(s.beta1, s.beta2))
+    if s.optimizer == 'muon':
+        matrices = dict(lr=s.muon_lr, weight_decay=pick(s.muon_wd, s.weight_decay), use_muon=True,
+                        momentum=s.muon_momentum, nesterov=s.muon_nesterov, ns_steps=s.ns_steps,
+                        muon_scale=s.muon_scale)
+    else:
+        matrices = dict(lr=pick(s.matrix_lr, s.learning_rate), weight_decay=pick(s.matrix_wd, s.weight_decay),
+                        **adamw)
     groups = [
-        # hidden matrices W~: weight-decayed, so ||W~|| settles at its equilibrium ~ sqrt(lr/wd) (paper section 1)
-        dict(name='matrices', params=kinds['matrices'], lr=pick(s.matrix_lr, s.learning_rate),
-             weight_decay=pick(s.matrix_wd, s.weight_decay), **adamw)
-        if not muon else
-        dict(name='matrices', params=kinds['matrices'], lr=s.muon_lr, use_muon=True, momentum=s.muon_momentum,
-             nesterov=s.muon_nesterov, ns_steps=s.ns_steps, muon_scale=s.muon_scale,
-             weight_decay=pick(s.muon_wd, s.weight_decay)),
+        # hidden matrices W~: weight-decayed, so ||W~|| settles at its equilibrium ~ sqrt(lr/wd) (paper sec. 1)
+        dict(name='matrices', params=kinds['matrices'], **matrices),
         # token embedding and LM head: matrices too, but per-token rows: always AdamW
-        dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate, weight_decay=s.weight_decay, **adamw),
+        dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate, weight_decay=s.weight_decay,
+             **adamw),
         # RMSNorm gains are vectors: their gradients average over many entries, no weight decay needed
         dict(name='gains', params=kinds['gains'], lr=s.learning_rate, weight_decay=0.0, **adamw),
         # learnable multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
@@ -199,135 +181,6 @@ def param_groups(model, s):
         for p in kinds['gains']:
             p.requires_grad_(False)
     return [g for g in groups if g['params']]
-
-
-def pick(value, default):
-    return default if value is None else value
-
-
-def make_optimizer(groups, s, device):
-    if s.optimizer == 'muon':
-        return MuonAdamW(groups)
-    return torch.optim.AdamW(groups, fused=device.type == 'cuda')
-
-
-def grad_norm(params):
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
-
-
-def clip_gradients(groups, s):
-    """Clip the global gradient norm to --grad_clip; return the pre-clip norms of the rest and of the multipliers."""
-    mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
-    rest = [p for g in groups if g['name'] != 'multipliers' for p in g['params']]
-    rest_norm, mult_norm = grad_norm(rest), grad_norm(mults)
-    if s.grad_clip > 0:
-        # paper rule 2: multipliers are EXCLUDED from the global norm and from the clipping; early on their
-        # gradients dominate the norm, so including them shrinks every other update (--clip_multipliers)
-        clipped = rest + mults if s.clip_multipliers else rest
-        norm = torch.hypot(rest_norm, mult_norm) if s.clip_multipliers else rest_norm
-        grads = [p.grad for p in clipped if p.grad is not None]
-        torch._foreach_mul_(grads, (s.grad_clip / (norm + 1e-6)).clamp(max=1.0))  # g <- g * min(1, clip/||g||)
-    return rest_norm, mult_norm
-
-
-def lr_factor(it, s):
-    """The factor on every group's peak LR at step it: linear warmup, then cosine or warmup-stable-decay."""
-    decay_iters, min_ratio = s.lr_decay_iters or s.max_iters, s.min_lr / s.learning_rate
-    if it < s.warmup_iters:
-        return (it + 1) / (s.warmup_iters + 1)
-    if s.schedule == 'cosine':
-        progress = min(1.0, (it - s.warmup_iters) / max(1, decay_iters - s.warmup_iters))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    decay_start = max(s.warmup_iters, decay_iters * (1 - s.decay_frac))  # wsd: stable, then decay
-    progress = min(1.0, max(0.0, (it - decay_start) / max(1, decay_iters - decay_start)))
-    return min_ratio ** progress  # exponential decay to min_lr (the paper: x8 over the last sixth)
-
-
-# -------------------------------------------------------------------------------------------------
-# evaluation, checkpoints
-
-
-@torch.no_grad()
-def estimate_loss(model, data, s, device, autocast):
-    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1)."""
-    model.eval()
-    losses = {}
-    for split in ('train', 'val'):
-        generator, total = torch.Generator().manual_seed(s.seed + 1), 0.0
-        for _ in range(s.eval_iters):
-            x, y = (t.to(device) for t in data.get_batch(split, s.batch_size, s.block_size, generator))
-            with autocast:
-                total += model(x, y)[1].item()
-        losses[split] = total / s.eval_iters
-    model.train()
-    return losses
-
-
-def load_checkpoint(path, device, flag):
-    """train.py's ckpt.pt, loaded safely (weights_only: tensors and plain types); bad files fail in one line."""
-    if not os.path.exists(path):
-        fail(f'{flag}: no checkpoint at {path}')
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:
-        fail(f'{flag}: {path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})')
-    if not isinstance(ckpt, dict) or not {'model', 'settings', 'model_config'} <= ckpt.keys():
-        fail(f'{flag}: {path} is not a nanoLRM checkpoint (no model, settings and model_config in it)')
-    return ckpt
-
-
-def append_log(out_dir, line):
-    """log.jsonl: evaluation lines (with val_loss) and step lines (loss and gradient norms)."""
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(line) + '\n')
-
-
-def truncate_log(out_dir, last_iter):
-    path = os.path.join(out_dir, 'log.jsonl')
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
-        with open(path, 'w') as f:
-            f.writelines(lines)
-
-
-def group_lrs(optimizer):
-    return {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}
-
-
-def rng_states(batch_generator):
-    states = {'torch': torch.get_rng_state(), 'batches': batch_generator.get_state()}
-    if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state()
-    return states
-
-
-def restore_rng(states, batch_generator):
-    torch.set_rng_state(states['torch'])
-    batch_generator.set_state(states['batches'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states['cuda'])
-
-
-def peak_flops(device):
-    """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''
-    return next((flops for key, flops in (('H100', 989e12), ('H200', 989e12), ('A100', 312e12)) if key in name), None)
-
-
-# -------------------------------------------------------------------------------------------------
-# the training run
-
-
-def pick_device(s):
-    """The device, the autocast dtype and the autocast context."""
-    device = torch.device(s.device if s.device != 'auto' else
-                          'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu')
-    dtype = s.dtype if s.dtype != 'auto' else 'float32' if device.type != 'cuda' else \
-        'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    autocast = nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
-    return device, dtype, autocast
 
 
 def build(s, vocab_size, device):
@@ -342,10 +195,58 @@ def build(s, vocab_size, device):
     return model, groups, optimizer
 
 
+def make_optimizer(groups, s, device):
+    if s.optimizer == 'muon':
+        return MuonAdamW(groups)
+    return torch.optim.AdamW(groups, fused=device.type == 'cuda')
+
+
+# -------------------------------------------------------------------------------------------------
+# the learning-rate schedule and one training step
+
+
+def lr_factor(it, s):
+    """The factor on every group's peak LR at step it: linear warmup, then cosine or warmup-stable-decay.
+
+    wsd holds the peak, then decays exponentially to min_lr over the last decay_frac of the steps. The
+    defaults give x10 over the last fifth; the paper's runs used x8 over the last sixth (5B of 30B tokens):
+    --decay_frac 0.167 with min_lr = learning_rate / 8.
+    """
+    decay_iters, min_ratio = s.lr_decay_iters or s.max_iters, s.min_lr / s.learning_rate
+    if it < s.warmup_iters:
+        return (it + 1) / (s.warmup_iters + 1)
+    if s.schedule == 'cosine':
+        progress = min(1.0, (it - s.warmup_iters) / max(1, decay_iters - s.warmup_iters))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_start = max(s.warmup_iters, decay_iters * (1 - s.decay_frac))
+    progress = min(1.0, max(0.0, (it - decay_start) / max(1, decay_iters - decay_start)))
+    return min_ratio ** progress  # lr = peak * (min_lr / peak) ** progress
+
+
+def grad_norm(params):
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+
+
+def clip_gradients(groups, s):
+    """Clip the global gradient norm to --grad_clip; return the pre-clip norms (the rest, the multipliers)."""
+    mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
+    rest = [p for g in groups if g['name'] != 'multipliers' for p in g['params']]
+    rest_norm, mult_norm = grad_norm(rest), grad_norm(mults)
+    if s.grad_clip > 0:
+        # paper rule 2: multipliers are EXCLUDED from the global norm and from the clipping; early on their
+        # gradients dominate the norm, so including them shrinks every other update (--clip_multipliers)
+        clipped = rest + mults if s.clip_multipliers else rest
+        norm = torch.hypot(rest_norm, mult_norm) if s.clip_multipliers else rest_norm
+        grads = [p.grad for p in clipped if p.grad is not None]
+        torch._foreach_mul_(grads, (s.grad_clip / (norm + 1e-6)).clamp(max=1.0))  # g <- g * min(1, clip/||g||)
+    return rest_norm, mult_norm
+
+
 def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
     """One optimizer step: --grad_accum micro-batches, backward, clip, step.
 
-    Returns the mean loss and the pre-clip gradient norms (rest, multipliers), as tensors.
+    Returns the mean loss and the pre-clip gradient norms (the rest, the multipliers), as tensors.
     """
     loss_sum = 0.0
     for _ in range(s.grad_accum):
@@ -365,9 +266,49 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
     return loss_sum, norms
 
 
+# -------------------------------------------------------------------------------------------------
+# evaluation and the log
+
+
+@torch.no_grad()
+def estimate_loss(model, data, s, device, autocast):
+    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1)."""
+    model.eval()
+    losses = {}
+    for split in ('train', 'val'):
+        generator, total = torch.Generator().manual_seed(s.seed + 1), 0.0
+        for _ in range(s.eval_iters):
+            x, y = data.get_batch(split, s.batch_size, s.block_size, generator)
+            with autocast:
+                total += model(x.to(device), y.to(device))[1].item()
+        losses[split] = total / s.eval_iters
+    model.train()
+    return losses
+
+
+def append_log(out_dir, line):
+    """log.jsonl: evaluation lines (with val_loss) and step lines (loss and gradient norms)."""
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(line) + '\n')
+
+
+def truncate_log(out_dir, last_iter):
+    """On resume: drop the lines logged after the checkpoint, which the run will log again."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
+        with open(path, 'w') as f:
+            f.writelines(lines)
+
+
+# -------------------------------------------------------------------------------------------------
+# the run
+
+
 def train(s):
     """Train with settings s; return the last evaluation's losses."""
-    device, dtype, autocast = pick_device(s)
+    device, dtype, autocast = pick_device(s.device, s.dtype)
     torch.manual_seed(s.seed)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
@@ -375,18 +316,21 @@ def train(s):
         fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
     model, groups, optimizer = build(s, s.vocab_size or data.vocab_size, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
-    batches = torch.Generator().manual_seed(s.seed)
+    batches = torch.Generator().manual_seed(s.seed)  # the training batches' own random stream
     start_iter, elapsed, ckpt_path = 0, 0.0, os.path.join(s.out_dir, 'ckpt.pt')
     if s.resume:
         ckpt = load_checkpoint(ckpt_path, device, '--resume')
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
-        restore_rng(ckpt['rng'], batches)
+        torch.set_rng_state(ckpt['rng']['torch'])
+        batches.set_state(ckpt['rng']['batches'])
+        if 'cuda' in ckpt['rng'] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(ckpt['rng']['cuda'])
         start_iter, elapsed = ckpt['iter'], ckpt['elapsed']
         for g, now in zip(optimizer.param_groups, groups):  # flags given now win over the saved groups
             g.update({k: v for k, v in now.items() if k != 'params'}, initial_lr=now['lr'])
-        truncate_log(s.out_dir, start_iter)  # lines logged after the checkpoint will be logged again
+        truncate_log(s.out_dir, start_iter)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
     step_model = torch.compile(model) if use_compile else model
     n_params = sum(p.numel() for p in model.parameters())
@@ -397,11 +341,13 @@ def train(s):
 
     def next_batch():
         x, y = data.get_batch('train', s.batch_size, s.block_size, batches)
-        return (x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)) \
-            if device.type == 'cuda' else (x, y)
+        if device.type == 'cuda':
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x, y
 
     tokens_per_iter = s.batch_size * s.block_size * s.grad_accum
-    flops_per_iter = 6 * n_params * tokens_per_iter + 12 * s.n_layer * s.n_embd * s.block_size * tokens_per_iter
+    attention_flops = 12 * s.n_layer * s.n_embd * s.block_size  # per token, as in the PaLM paper's count
+    flops_per_iter = (6 * n_params + attention_flops) * tokens_per_iter
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
     timed_iters = 0
@@ -409,20 +355,27 @@ def train(s):
         lr_scale = lr_factor(it, s)
         for g in optimizer.param_groups:
             g['lr'] = g['initial_lr'] * lr_scale
+
+        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its first one)
         if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
-            losses = estimate_loss(step_model, data, s, device, autocast)  # (a resumed run logged this one)
+            losses = estimate_loss(step_model, data, s, device, autocast)
             elapsed, t0 = elapsed + time.time() - t0, time.time()
+            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # each group's LR, by name
             append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
                                        val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer,
-                                       **group_lrs(optimizer), **model.observables()))
+                                       **lrs, **model.observables()))
             print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                            settings=asdict(s), model_config=asdict(model.config), meta=data.meta, iter=it,
-                            elapsed=elapsed, rng=rng_states(batches)), ckpt_path)
+            rng = dict(torch=torch.get_rng_state(), batches=batches.get_state())
+            if torch.cuda.is_available():
+                rng['cuda'] = torch.cuda.get_rng_state()
+            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng)
             timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
         if it == s.max_iters:
             break
-        loss, (grad_norm, mult_grad_norm) = train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast)
+
+        loss, (grad_norm, mult_grad_norm) = train_step(step_model, optimizer, scaler, groups, s, next_batch,
+                                                       autocast)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             loss = loss.item()  # waits for the device

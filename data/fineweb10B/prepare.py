@@ -25,12 +25,19 @@ def shard_names(num_train_shards):
     return ['fineweb_val_000000.bin'], [f'fineweb_train_{i:06d}.bin' for i in range(1, num_train_shards + 1)]
 
 
-def prepare(num_train_shards=8, base_url=DEFAULT_BASE_URL, out_folder=FOLDER):
+def prepare(input_path=None, num_train_shards=None, base_url=DEFAULT_BASE_URL, out_folder=FOLDER):
     """Download (or finish downloading) the val shard and num_train_shards train shards, check each
-    header, then write meta.json. Files already complete are not fetched again."""
-    if not isinstance(num_train_shards, int) or num_train_shards < 1:  # e.g. train.py passing its --input
-        raise ValueError(f"num_train_shards must be a positive int, got {num_train_shards!r}: "
-                         f"run python data/fineweb10B/prepare.py --num_train_shards N")
+    header, then write meta.json. Files already complete are not fetched again.
+
+    Like every prepare(), it takes input_path (train.py passes its --input), but FineWeb comes only as
+    shards, and a download of gigabytes is never started without num_train_shards chosen by the user.
+    """
+    if input_path:
+        raise ValueError(f"fineweb10B is downloaded as token shards, not made from a text ({input_path}): "
+                         f"drop --input")
+    if num_train_shards is None or num_train_shards < 1:
+        raise ValueError("choose the number of ~100M-token shards first: "
+                         "python data/fineweb10B/prepare.py --num_train_shards N")
     val_files, train_files = shard_names(num_train_shards)
     os.makedirs(out_folder, exist_ok=True)
     if os.path.exists(os.path.join(out_folder, 'meta.json')):

@@ -31,7 +31,7 @@ def shakespeare_text(input_path=None, folder=FOLDER):
 
 
 def prepare(input_path=None, out_folder=FOLDER):
-    """train.py calls prepare(its --input or None) when this folder has no meta.json."""
+    """train.py calls prepare(input_path=its --input or None) when this folder has no meta.json."""
     return prepare_text(shakespeare_text(input_path, out_folder), out_folder, tokenizer='char')
 
 

@@ -1,0 +1,124 @@
+"""
+The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py), kept here so that
+each script reads as what it does:
+  - command-line flags generated from a dataclass whose fields carry a help string (`doc`);
+  - one-line errors with exit code 2 for anything a user can fix (`fail`);
+  - the device and the autocast dtype;
+  - the one checkpoint format, written by one function, atomically, and read safely.
+"""
+import argparse
+import os
+import sys
+import typing
+from contextlib import nullcontext
+from dataclasses import asdict, field, fields
+
+import torch
+
+PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.py'  # for messages
+
+
+# -------------------------------------------------------------------------------------------------
+# flags
+
+
+def doc(default, help, choices=None, folds=False):
+    """A dataclass field with a one-line help string; every such field becomes a --flag.
+
+    choices: the allowed values. folds: a multiplier setting that GPT.fold_multipliers() merges into the
+    weights, so the folded model resets it to this default.
+    """
+    return field(default=default, metadata={'help': help, 'choices': choices, 'folds': folds})
+
+
+def fail(message):
+    """A bad flag or setting: one line naming it, exit code 2 (argparse's convention)."""
+    print(f'{PROG}: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_bool(text):
+    if text.lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    if text.lower() in ('0', 'false', 'no', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: '{text}' (use true/false/1/0)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's message names the flag; skip the long usage text
+        fail(message)
+
+
+def parse_flags(argv, settings_class):
+    """Only the flags given, as a dict: --name value, --name=value, --flag, --no-flag, --flag=false."""
+    parser = OneLineParser(prog=PROG, argument_default=argparse.SUPPRESS)
+    for f in fields(settings_class):
+        kind = next(t for t in typing.get_args(f.type) or (f.type,) if t is not type(None))  # float | None -> float
+        help = f"{f.metadata['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(f'--{f.name}', nargs='?', const=True, type=parse_bool, help=help)
+            parser.add_argument(f'--no-{f.name}', dest=f.name, action='store_false', help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f'--{f.name}', type=kind, choices=f.metadata['choices'], help=help)
+    return vars(parser.parse_args(argv))
+
+
+# -------------------------------------------------------------------------------------------------
+# device and dtype
+
+
+def pick_device(device='auto', dtype='auto'):
+    """The device, the autocast dtype's name and the autocast context.
+
+    auto: CUDA, else Apple's MPS, else the CPU; bfloat16 on CUDA (float16 where bf16 is missing),
+    float32 elsewhere.
+    """
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device = torch.device(device)
+    if dtype == 'auto':
+        dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    autocast = nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
+    return device, dtype, autocast
+
+
+def peak_flops(device):
+    """Dense bf16 peak FLOP/s of known GPUs, for MFU; None elsewhere."""
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''
+    peaks = (('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
+    return next((flops for key, flops in peaks if key in name), None)
+
+
+# -------------------------------------------------------------------------------------------------
+# checkpoints: {model, model_config, settings, meta, iter} and, from train.py, the training state
+# (optimizer, scaler, elapsed, rng) that --resume needs
+
+
+def save_checkpoint(path, model, settings, meta, iter, **training_state):
+    """Write the checkpoint atomically: into a temporary file beside it, then renamed over it.
+
+    A crash mid-write leaves the previous checkpoint whole. settings: a dataclass or a dict.
+    """
+    ckpt = dict(model=model.state_dict(), model_config=asdict(model.config), iter=iter, meta=meta,
+                settings=settings if isinstance(settings, dict) else asdict(settings), **training_state)
+    temporary = f'{path}.tmp'
+    with open(temporary, 'wb') as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path, device, flag):
+    """A nanoLRM checkpoint, loaded safely (weights_only: tensors and plain types); bad files fail in one line."""
+    if not os.path.exists(path):
+        fail(f'{flag}: no checkpoint at {path}')
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        first_line = str(err).splitlines()[0][:120] if str(err) else ''
+        fail(f'{flag}: {path} is not a readable checkpoint ({type(err).__name__}: {first_line})')
+    if not isinstance(ckpt, dict) or not {'model', 'settings', 'model_config'} <= ckpt.keys():
+        fail(f'{flag}: {path} is not a nanoLRM checkpoint (no model, settings and model_config in it)')
+    return ckpt
