@@ -39,14 +39,16 @@ PLACEMENTS = {
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = doc(0, "vocabulary size; 0 = the dataset's (a larger value pads it, e.g. 50304)")
-    block_size: int = doc(256, 'context length in tokens')
-    n_layer: int = doc(6, 'transformer blocks')
-    n_head: int = doc(6, 'attention heads')
-    n_embd: int = doc(384, 'model width')
-    mlp_hidden: int = doc(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64')
-    dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches')
-    rope_base: float = doc(10000.0, 'rotary position embedding base')
+    vocab_size: int = doc(0, "vocabulary size; 0 = the dataset's (a larger value pads it, e.g. 50304)",
+                          allowed='[0, 65536]')
+    block_size: int = doc(256, 'context length in tokens', allowed='[1, inf)')
+    n_layer: int = doc(6, 'transformer blocks', allowed='[1, inf)')
+    n_head: int = doc(6, 'attention heads', allowed='[1, inf)')
+    n_embd: int = doc(384, 'model width', allowed='[1, inf)')
+    mlp_hidden: int = doc(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64',
+                          allowed='[0, inf)')
+    dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches', allowed='[0, 1)')
+    rope_base: float = doc(10000.0, 'rotary position embedding base', allowed='(1, inf)')
     # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS allows it.
     # folds=True: GPT.fold_multipliers() merges the field into the weights and resets it to its default.
     scalar_mult: bool = doc(False, 'learnable scalar multiplier s per matrix', folds=True)
@@ -54,11 +56,15 @@ class GPTConfig:
     col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix', folds=True)
     mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)', tuple(PLACEMENTS))
     # fixed forward multipliers, the muP-style baseline (paper section 5); a learnable scalar starts from them
-    embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output', folds=True)
-    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits', folds=True)
-    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)', folds=True)
-    attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output', folds=True)
-    mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output', folds=True)
+    embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output',
+                            allowed='(0, inf)', folds=True)
+    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits', folds=True, allowed='(0, inf)')
+    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)',
+                                 allowed='(0, inf)', folds=True)
+    attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output',
+                               allowed='(0, inf)', folds=True)
+    mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output',
+                              allowed='(0, inf)', folds=True)
 
 
 class MLinear(nn.Module):

@@ -3,7 +3,7 @@ The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py)
 each script reads as what it does:
   - command-line flags generated from a dataclass whose fields carry a help string (`doc`);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
-  - the device and the autocast dtype;
+  - the device and the autocast dtype, and the process group when torchrun starts several processes;
   - the one checkpoint format, written by one function, atomically, and read safely.
 """
 import argparse
@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, field, fields
 
 import torch
+import torch.distributed as dist
 
 PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.py'  # for messages
 
@@ -22,13 +23,30 @@ PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.
 # flags
 
 
-def doc(default, help, choices=None, folds=False):
+def doc(default, help, choices=None, allowed=None, folds=False):
     """A dataclass field with a one-line help string; every such field becomes a --flag.
 
-    choices: the allowed values. folds: a multiplier setting that GPT.fold_multipliers() merges into the
-    weights, so the folded model resets it to this default.
+    choices: the allowed values. allowed: the allowed range of a number, written as in maths: '[0, 1)',
+    '(0, inf)' (checked by check_ranges). folds: a multiplier setting that GPT.fold_multipliers() merges
+    into the weights, so the folded model resets it to this default.
     """
-    return field(default=default, metadata={'help': help, 'choices': choices, 'folds': folds})
+    return field(default=default, metadata={'help': help, 'choices': choices, 'allowed': allowed, 'folds': folds})
+
+
+def in_range(value, allowed):
+    """Whether value lies in the interval allowed, e.g. '[0, 1)': 0 <= value < 1. NaN never does."""
+    low, high = (float(bound) for bound in allowed[1:-1].split(','))
+    above = value >= low if allowed[0] == '[' else value > low
+    below = value <= high if allowed[-1] == ']' else value < high
+    return above and below
+
+
+def check_ranges(settings):
+    """Every field with an allowed range holds a value in it (None = its default), or one line and exit 2."""
+    for f in fields(settings):
+        value, allowed = getattr(settings, f.name), f.metadata.get('allowed')
+        if allowed and value is not None and not in_range(value, allowed):
+            fail(f'--{f.name} {value} must be in {allowed}')
 
 
 def fail(message):
@@ -81,6 +99,20 @@ def pick_device(device='auto', dtype='auto'):
         dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
     autocast = nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
     return device, dtype, autocast
+
+
+def init_distributed(device):
+    """Under torchrun (which sets RANK): join the process group, one process per GPU (NCCL) or per CPU
+    process (gloo). Returns (rank, world_size, device); (0, 1, device) for a plain single process."""
+    if 'RANK' not in os.environ:
+        return 0, 1, device
+    rank, world_size, local_rank = (int(os.environ[k]) for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'))
+    use_cuda = device in ('auto', 'cuda') and torch.cuda.is_available()
+    dist.init_process_group('nccl' if use_cuda else 'gloo')
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return rank, world_size, f'cuda:{local_rank}'
+    return rank, world_size, 'cpu' if device == 'auto' else device
 
 
 def peak_flops(device):

@@ -19,11 +19,14 @@ import time
 from dataclasses import dataclass, fields
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.common import TokenData, get_tokenizer
 from model import GPT, GPTConfig
 from muon import MuonAdamW
-from runtime import doc, fail, load_checkpoint, parse_flags, peak_flops, pick_device, save_checkpoint
+from runtime import (check_ranges, doc, fail, init_distributed, load_checkpoint, parse_flags, peak_flops,
+                     pick_device, save_checkpoint)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,47 +40,59 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     # optimization
     optimizer: str = doc('adamw', 'adamw for everything, or muon for hidden matrices (AdamW for the rest)',
                          ('adamw', 'muon'))
-    batch_size: int = doc(64, 'sequences per micro-batch')
-    grad_accum: int = doc(1, 'micro-batches per optimizer step')
-    max_iters: int = doc(5000, 'optimizer steps')
-    learning_rate: float = doc(1e-3, 'peak AdamW learning rate (matrices W~, embedding, head, gains)')
-    min_lr: float = doc(1e-4, 'final learning rate; every group decays by the same factor min_lr/learning_rate')
+    batch_size: int = doc(64, 'sequences per micro-batch', allowed='[1, inf)')
+    grad_accum: int = doc(1, 'micro-batches per optimizer step', allowed='[1, inf)')
+    max_iters: int = doc(5000, 'optimizer steps', allowed='[0, inf)')
+    learning_rate: float = doc(1e-3, 'peak AdamW learning rate (matrices W~, embedding, head, gains)',
+                               allowed='(0, inf)')
+    min_lr: float = doc(1e-4, 'final learning rate; every group decays by the same factor min_lr/learning_rate',
+                        allowed='[0, inf)')
     schedule: str = doc('cosine', 'warmup then cosine decay, or warmup-stable-decay (exponential decay to '
                                   'min_lr over the last decay_frac)', ('cosine', 'wsd'))
-    warmup_iters: int = doc(100, 'linear warmup steps')
-    lr_decay_iters: int = doc(0, 'step at which the schedule reaches min_lr; 0 = max_iters')
-    decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final exponential decay')
-    weight_decay: float = doc(0.1, 'decoupled weight decay of matrices W~, embedding and head')
+    warmup_iters: int = doc(100, 'linear warmup steps', allowed='[0, inf)')
+    lr_decay_iters: int = doc(0, 'step at which the schedule reaches min_lr; 0 = max_iters',
+                              allowed='[0, inf)')
+    decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final exponential decay',
+                            allowed='(0, 1]')
+    weight_decay: float = doc(0.1, 'decoupled weight decay of matrices W~, embedding and head',
+                              allowed='[0, inf)')
     matrix_lr: float | None = doc(None, 'AdamW learning rate of the hidden matrices W~ alone '
-                                        '(default: learning_rate)')
-    matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone (default: weight_decay)')
-    beta1: float = doc(0.9, 'AdamW beta1')
-    beta2: float = doc(0.99, 'AdamW beta2')
-    grad_clip: float = doc(1.0, 'clip the global gradient norm to this; 0 = off')
-    z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss (the paper: 1e-4)')
+                                        '(default: learning_rate)', allowed='[0, inf)')
+    matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone (default: weight_decay)',
+                                  allowed='[0, inf)')
+    beta1: float = doc(0.9, 'AdamW beta1', allowed='[0, 1)')
+    beta2: float = doc(0.99, 'AdamW beta2', allowed='[0, 1)')
+    grad_clip: float = doc(1.0, 'clip the global gradient norm to this; 0 = off', allowed='[0, inf)')
+    z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss (the paper: 1e-4)',
+                        allowed='[0, inf)')
     freeze_gains: bool = doc(False, "keep every RMSNorm gain at 1 (the paper's equilibrium sweeps)")
     # learnable multipliers: how they are trained (paper section 4)
-    mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)")
-    mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)")
+    mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)",
+                                allowed='[0, inf)')
+    mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)", allowed='[0, inf)')
     clip_multipliers: bool = doc(False, "include multipliers in grad clipping (the paper's failure mode; "
                                         "rule 2)")
     # Muon (muon.py)
-    muon_lr: float = doc(0.02, "Muon learning rate (with --muon_scale match_rms_adamw use AdamW's)")
-    muon_momentum: float = doc(0.95, 'Muon momentum')
+    muon_lr: float = doc(0.02, "Muon learning rate (with --muon_scale match_rms_adamw use AdamW's)",
+                         allowed='[0, inf)')
+    muon_momentum: float = doc(0.95, 'Muon momentum', allowed='[0, 1)')
     muon_nesterov: bool = doc(True, 'Nesterov momentum in Muon')
-    ns_steps: int = doc(5, 'Newton-Schulz iterations')
+    ns_steps: int = doc(5, 'Newton-Schulz iterations', allowed='[1, inf)')
     muon_scale: str = doc('original', 'update scale: sqrt(max(1, rows/cols)) or 0.2*sqrt(max(rows, cols))',
                           ('original', 'match_rms_adamw'))
-    muon_wd: float | None = doc(None, "Muon's decoupled weight decay (default: weight_decay)")
+    muon_wd: float | None = doc(None, "Muon's decoupled weight decay (default: weight_decay)",
+                                allowed='[0, inf)')
     # evaluation, logging, checkpoints
-    eval_interval: int = doc(250, 'steps between evaluations, log.jsonl lines and checkpoints')
-    eval_iters: int = doc(200, 'batches per loss estimate')
-    log_interval: int = doc(10, 'steps between progress lines (and log.jsonl step lines)')
-    sample_tokens: int = doc(300, 'tokens to generate at the end (0 = none)')
+    eval_interval: int = doc(250, 'steps between evaluations, log.jsonl lines and checkpoints',
+                             allowed='[1, inf)')
+    eval_iters: int = doc(200, 'batches per loss estimate', allowed='[1, inf)')
+    log_interval: int = doc(10, 'steps between progress lines (and log.jsonl step lines)', allowed='[1, inf)')
+    sample_tokens: int = doc(300, 'tokens to generate at the end (0 = none)', allowed='[0, inf)')
     out_dir: str = doc('out', 'where log.jsonl and ckpt.pt go')
     resume: bool = doc(False, 'continue from out_dir/ckpt.pt (flags given now override its settings)')
     # system
-    seed: int = doc(1337, 'random seed (initialization, batches, dropout)')
+    seed: int = doc(1337, 'random seed (initialization, batches, dropout)',
+                    allowed='[0, 4294967295]')
     device: str = doc('auto', 'where to train', ('auto', 'cpu', 'cuda', 'mps'))
     dtype: str = doc('auto', 'autocast dtype (auto = bfloat16 on CUDA, or float16 where bf16 is missing; '
                              'float32 elsewhere)', ('auto', 'float32', 'bfloat16', 'float16'))
@@ -85,19 +100,22 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
 
 
 def check(s):
-    """Impossible settings -> one line naming the flag (exit code 2)."""
-    head_size = s.n_embd // max(s.n_head, 1)
+    """Every bad setting -> one line naming the flag and what it allows (exit code 2).
+
+    Each number's range stands beside its field (allowed=...); the rules here relate several flags.
+    """
+    check_ranges(s)
+    pairs = [('learning_rate', 'weight_decay'), ('matrix_lr', 'matrix_wd'), ('mult_lr', 'mult_wd'),
+             ('muon_lr', 'muon_wd')]
+    for lr, wd in pairs:  # decoupled weight decay multiplies by 1 - lr*wd at every step
+        product = pick(getattr(s, lr), s.learning_rate) * pick(getattr(s, wd), s.weight_decay)
+        if product >= 1:
+            fail(f'--{lr} x --{wd} = {product:g} must be < 1 (each step multiplies the weights by 1 - lr*wd)')
     rules = [
         (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
-        (head_size % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
-        (min(s.n_layer, s.n_head, s.n_embd, s.block_size, s.batch_size, s.grad_accum) > 0,
-         '--n_layer, --n_head, --n_embd, --block_size, --batch_size, --grad_accum must be positive'),
-        (s.max_iters >= 0 and s.eval_interval > 0 and s.eval_iters > 0 and s.log_interval > 0,
-         '--max_iters must be >= 0 and --eval_interval, --eval_iters, --log_interval positive'),
-        (0 <= s.dropout < 1, f'--dropout {s.dropout} must be in [0, 1)'),
+        ((s.n_embd // s.n_head) % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
         (0 < s.min_lr <= s.learning_rate or (s.min_lr == 0 and s.schedule == 'cosine'),
          f'--min_lr {s.min_lr} must be in (0, --learning_rate] (0 is allowed with --schedule cosine)'),
-        (0 < s.decay_frac <= 1, f'--decay_frac {s.decay_frac} must be in (0, 1]'),
         (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()),
          '--dtype float16 needs CUDA'),
         (s.device != 'cuda' or torch.cuda.is_available(), '--device cuda: no CUDA device is available'),
@@ -113,9 +131,11 @@ def settings_from(argv):
     s = Settings(**given)
     if s.resume:
         saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), 'cpu', '--resume')['settings']
-        for f in fields(GPTConfig):  # the architecture cannot change under a checkpoint
-            if f.name in given and given[f.name] != saved[f.name]:
-                fail(f'--{f.name} {given[f.name]} differs from the checkpoint ({saved[f.name]})')
+        # the architecture and the optimizer's state cannot change under a checkpoint
+        for name in [f.name for f in fields(GPTConfig)] + ['optimizer', 'freeze_gains']:
+            if name in given and given[name] != saved[name]:
+                fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): resume without it, '
+                     f'or start a new --out_dir')
         s = Settings(**{**saved, **given})
     check(s)
     return s
@@ -249,7 +269,9 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
     Returns the mean loss and the pre-clip gradient norms (the rest, the multipliers), as tensors.
     """
     loss_sum = 0.0
-    for _ in range(s.grad_accum):
+    for micro_step in range(s.grad_accum):
+        # under DDP, average the gradients over the ranks only once, after the last micro-batch
+        step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1
         x, y = next_batch()
         with autocast:
             logits, loss = step_model(x, y)
@@ -271,16 +293,23 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
 
 
 @torch.no_grad()
-def estimate_loss(model, data, s, device, autocast):
-    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1)."""
+def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
+    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1).
+
+    Under DDP each rank evaluates its rows of every batch and the means are averaged over the ranks.
+    """
     model.eval()
-    losses = {}
+    losses, rows = {}, slice(rank * s.batch_size, (rank + 1) * s.batch_size)
     for split in ('train', 'val'):
         generator, total = torch.Generator().manual_seed(s.seed + 1), 0.0
         for _ in range(s.eval_iters):
-            x, y = data.get_batch(split, s.batch_size, s.block_size, generator)
+            x, y = data.get_batch(split, s.batch_size * world_size, s.block_size, generator, rows)
             with autocast:
                 total += model(x.to(device), y.to(device))[1].item()
+        if world_size > 1:
+            total = torch.tensor(total, dtype=torch.float64, device=device)
+            dist.all_reduce(total)
+            total = total.item() / world_size
         losses[split] = total / s.eval_iters
     model.train()
     return losses
@@ -306,48 +335,80 @@ def truncate_log(out_dir, last_iter):
 # the run
 
 
+def stop(it, what, last_saved, ckpt_path):
+    """A non-finite loss or gradient: one line, exit code 1, and the last good checkpoint left as it is."""
+    kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' if last_saved is not None \
+        else 'no checkpoint was written'
+    print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    sys.exit(1)
+
+
 def train(s):
     """Train with settings s; return the last evaluation's losses."""
-    device, dtype, autocast = pick_device(s.device, s.dtype)
-    torch.manual_seed(s.seed)
+    rank, world_size, device_name = init_distributed(s.device)  # torchrun: one process per device
+    master = rank == 0  # the one process that prints, logs and saves
+    device, dtype, autocast = pick_device(device_name, s.dtype)
+    torch.manual_seed(s.seed + rank)  # the same initial model on every rank (DDP copies rank 0's anyway)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
-    if s.vocab_size and s.vocab_size < data.vocab_size:
+    vocab_size = s.vocab_size or data.vocab_size
+    if vocab_size < data.vocab_size:
         fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    model, groups, optimizer = build(s, s.vocab_size or data.vocab_size, device)
+    for split in ('train', 'val'):  # every split must hold at least one window of block_size + 1 tokens
+        try:
+            data.get_batch(split, 1, s.block_size, torch.Generator())
+        except ValueError as err:
+            fail(f'--block_size {s.block_size}: {err}')
+    tokens_per_iter = s.batch_size * s.block_size * s.grad_accum * world_size
+    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
+        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: a batch larger '
+             f"than the whole training split ({data.num_tokens('train'):,} tokens)")
+    model, groups, optimizer = build(s, vocab_size, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
-    batches = torch.Generator().manual_seed(s.seed)  # the training batches' own random stream
-    start_iter, elapsed, ckpt_path = 0, 0.0, os.path.join(s.out_dir, 'ckpt.pt')
+    batches = torch.Generator().manual_seed(s.seed)  # the batches' own random stream, the same on every rank
+    start_iter, elapsed, last_saved, ckpt_path = 0, 0.0, None, os.path.join(s.out_dir, 'ckpt.pt')
     if s.resume:
         ckpt = load_checkpoint(ckpt_path, device, '--resume')
+        if ckpt['model_config']['vocab_size'] != vocab_size:
+            fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
+                 f"{ckpt['model_config']['vocab_size']}")
+        if ckpt.get('world_size', 1) != world_size:
+            fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, not {world_size}")
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
-        torch.set_rng_state(ckpt['rng']['torch'])
+        torch.set_rng_state(ckpt['rng']['torch'][rank])
         batches.set_state(ckpt['rng']['batches'])
-        if 'cuda' in ckpt['rng'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state(ckpt['rng']['cuda'])
-        start_iter, elapsed = ckpt['iter'], ckpt['elapsed']
+        if 'cuda' in ckpt['rng'] and device.type == 'cuda':
+            torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
+        start_iter, elapsed, last_saved = ckpt['iter'], ckpt['elapsed'], ckpt['iter']
         for g, now in zip(optimizer.param_groups, groups):  # flags given now win over the saved groups
             g.update({k: v for k, v in now.items() if k != 'params'}, initial_lr=now['lr'])
-        truncate_log(s.out_dir, start_iter)
+        if master:
+            truncate_log(s.out_dir, start_iter)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
-    step_model = torch.compile(model) if use_compile else model
+    compiled = torch.compile(model) if use_compile else model
+    step_model = compiled  # under torchrun, DDP averages the gradients over the ranks in backward
+    if world_size > 1:  # (MuonAdamW then shards its Newton-Schulz work over the ranks itself)
+        step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
     n_params = sum(p.numel() for p in model.parameters())
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
-    print(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; '
-          f'device {device}, {dtype}, compile {use_compile}')
+    log = print if master else lambda *args, **kwargs: None
+    log(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; device {device}, '
+        f'{dtype}, compile {use_compile}; {world_size} process(es), {tokens_per_iter:,} tokens per step')
     os.makedirs(s.out_dir, exist_ok=True)
 
-    def next_batch():
-        x, y = data.get_batch('train', s.batch_size, s.block_size, batches)
+    def next_batch():  # this rank's rows of the step's batch
+        rows = slice(rank * s.batch_size, (rank + 1) * s.batch_size)
+        x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
         if device.type == 'cuda':
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x, y
 
-    tokens_per_iter = s.batch_size * s.block_size * s.grad_accum
     attention_flops = 12 * s.n_layer * s.n_embd * s.block_size  # per token, as in the PaLM paper's count
-    flops_per_iter = (6 * n_params + attention_flops) * tokens_per_iter
+    flops_per_iter = (6 * n_params + attention_flops) * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
     timed_iters = 0
@@ -356,20 +417,27 @@ def train(s):
         for g in optimizer.param_groups:
             g['lr'] = g['initial_lr'] * lr_scale
 
-        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its first one)
+        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its first one).
+        # Under DDP all ranks get the same losses, so all take the same decisions.
         if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
-            losses = estimate_loss(step_model, data, s, device, autocast)
+            losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
             elapsed, t0 = elapsed + time.time() - t0, time.time()
+            finite = all(math.isfinite(v) for v in losses.values()) and \
+                all(torch.isfinite(p).all() for p in model.parameters())
+            if not finite:
+                stop(it, f"the loss or the weights are not finite (val loss {losses['val']})", last_saved, ckpt_path)
             lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # each group's LR, by name
-            append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
-                                       val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer,
-                                       **lrs, **model.observables()))
-            print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            rng = dict(torch=torch.get_rng_state(), batches=batches.get_state())
-            if torch.cuda.is_available():
-                rng['cuda'] = torch.cuda.get_rng_state()
-            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng)
+            rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
+            if device.type == 'cuda':
+                rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
+            if master:
+                append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
+                                           val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer,
+                                           **lrs, **model.observables()))
+                print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
+                                scaler=scaler.state_dict(), elapsed=elapsed, rng=rng, world_size=world_size)
+            last_saved = it
             timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
         if it == s.max_iters:
             break
@@ -378,20 +446,37 @@ def train(s):
                                                        autocast)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
-            loss = loss.item()  # waits for the device
+            if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
+                dist.all_reduce(loss)
+                loss /= world_size
+            loss, grad_norm, mult_grad_norm = loss.item(), grad_norm.item(), mult_grad_norm.item()  # waits
+            if not all(math.isfinite(v) for v in (loss, grad_norm, mult_grad_norm)):
+                stop(it + 1, f'training loss {loss}, gradient norm {grad_norm} (multipliers {mult_grad_norm})',
+                     last_saved, ckpt_path)
             dt = (time.time() - timer) / timed_iters
             mfu = f', MFU {flops_per_iter / dt / peak:.1%}' if peak else ''
-            print(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tokens/s, '
-                  f'grad norm {grad_norm:.3f}{mfu}')
-            # a step line (no val_loss): the pre-clip gradient norms, without and of the multipliers
-            append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=grad_norm.item(),
-                                       mult_grad_norm=mult_grad_norm.item(), ms_per_iter=dt * 1000))
+            log(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tokens/s, '
+                f'grad norm {grad_norm:.3f}{mfu}')
+            if master:  # a step line (no val_loss): the pre-clip gradient norms, without and of the multipliers
+                append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=grad_norm,
+                                           mult_grad_norm=mult_grad_norm, ms_per_iter=dt * 1000))
             timer, timed_iters = time.time(), 0
     if losses:
-        print(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
-    if s.sample_tokens > 0:
+        log(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
+    if s.sample_tokens > 0 and master:
         print_sample(model, data, s, device)
+    if world_size > 1:
+        dist.destroy_process_group()
     return losses
+
+
+def gather(tensor, world_size):
+    """[the tensor of rank 0, of rank 1, ...] on every rank: each rank's RNG state, for the checkpoint."""
+    if world_size == 1:
+        return [tensor]
+    tensors = [None] * world_size
+    dist.all_gather_object(tensors, tensor)
+    return tensors
 
 
 def print_sample(model, data, s, device):

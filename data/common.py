@@ -203,10 +203,14 @@ class TokenData:
         self.files = {split: [open_tokens(os.path.join(folder, name), self.meta['header_bytes'])
                               for name in self.meta[split]] for split in ('train', 'val')}
 
-    def get_batch(self, split, batch_size, block_size, generator):
+    def num_tokens(self, split):
+        return sum(len(f) for f in self.files[split])
+
+    def get_batch(self, split, batch_size, block_size, generator, rows=slice(None)):
         """(x, y) int64 of shape (batch_size, block_size), y = x shifted by one token.
         Windows are uniform over all windows of the split and never cross a file boundary; the only
-        randomness is `generator`, so restoring its state reproduces the batches exactly."""
+        randomness is `generator`, so restoring its state reproduces the batches exactly.
+        rows: build only these rows of the batch (under DDP each rank takes its share of one batch)."""
         files = self.files[split]
         # a window is block_size + 1 consecutive tokens of one file: a file of n tokens holds n - block_size
         counts = torch.tensor([max(len(f) - block_size, 0) for f in files], dtype=torch.int64)
@@ -215,7 +219,7 @@ class TokenData:
             raise ValueError(f"the {split} files of {self.folder} are too short for block_size {block_size}: "
                              f"the longest has {longest} tokens, a window needs {block_size + 1}")
         ends = counts.cumsum(0)  # windows ends[i] - counts[i] .. ends[i] - 1 belong to file i
-        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)  # uniform over all windows
+        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)[rows]  # uniform over all windows
         file_ids = torch.searchsorted(ends, picks, right=True)
         starts = picks - (ends[file_ids] - counts[file_ids])  # where each window starts in its file
         tokens = torch.stack([torch.from_numpy(files[f][s:s + block_size + 1].astype(np.int64))
