@@ -4,9 +4,11 @@ each script reads as what it does:
   - command-line flags generated from a dataclass whose fields carry a help string (`doc`);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
   - the device and the autocast dtype, and the process group when torchrun starts several processes;
-  - the one checkpoint format, written by one function, atomically, and read safely.
+  - the one checkpoint format, written by one function, atomically, and read safely;
+  - log.jsonl, one JSON object per line.
 """
 import argparse
+import json
 import os
 import sys
 import typing
@@ -115,6 +117,15 @@ def init_distributed(device):
     return rank, world_size, 'cpu' if device == 'auto' else device
 
 
+def gather(tensor, world_size):
+    """[the tensor of rank 0, of rank 1, ...] on every rank: each rank's RNG state, for the checkpoint."""
+    if world_size == 1:
+        return [tensor]
+    tensors = [None] * world_size
+    dist.all_gather_object(tensors, tensor)
+    return tensors
+
+
 def peak_flops(device):
     """Dense bf16 peak FLOP/s of known GPUs, for MFU; None elsewhere."""
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''
@@ -154,3 +165,23 @@ def load_checkpoint(path, device, flag):
     if not isinstance(ckpt, dict) or not {'model', 'settings', 'model_config'} <= ckpt.keys():
         fail(f'{flag}: {path} is not a nanoLRM checkpoint (no model, settings and model_config in it)')
     return ckpt
+
+
+# -------------------------------------------------------------------------------------------------
+# log.jsonl
+
+
+def append_log(out_dir, line):
+    """log.jsonl: evaluation lines (with val_loss) and step lines (loss and gradient norms)."""
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(line) + '\n')
+
+
+def truncate_log(out_dir, last_iter):
+    """On resume: drop the lines logged after the checkpoint, which the run will log again."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
+        with open(path, 'w') as f:
+            f.writelines(lines)

@@ -11,7 +11,8 @@ Everything after -- goes to every run. Run <name> trains in out_dir/runs/<name>/
 ckpt.pt and train.log). A run is finished once it is recorded in out_dir/results.json: started again,
 the sweep skips it, and a run that was cut off continues from its checkpoint (train.py --resume).
 out_dir/results.json holds one record per run (final and best val loss, time, the final RMS of each
-W~ and multiplier stats); out_dir/results.md the mean and spread over seeds of each grid point.
+W~ and multiplier stats); out_dir/results.md the mean and spread over seeds of each grid point (of
+every sweep run into out_dir, so several grids can share one table).
 To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python sweep.py ...
 """
 import argparse
@@ -63,17 +64,18 @@ def mean_std(values):
     return f'{mean:.4f} ± {std:.4f}'
 
 
-def write_table(records, axes, path):
-    """One row per grid point: mean ± std over seeds (sample std; 0 for a single seed)."""
-    keys = [k for axis in axes for k in axis[0]]
+def write_table(records, path):
+    """One row per grid point of results.json: mean ± std over seeds (sample std; 0 for a single seed)."""
+    points = list({json.dumps(r['point']): r['point'] for r in records}.values())  # in order of first run
+    keys = list(dict.fromkeys(k for p in points for k in p))
     lines = ['| ' + ' | '.join(keys + ['seeds', 'final val loss', 'best val loss', 'time (s)']) + ' |',
              '|' + '---|' * (len(keys) + 4)]
-    for point in (dict(kv for p in combo for kv in p.items()) for combo in itertools.product(*axes)):
+    for point in points:
         runs = [r for r in records if r['point'] == point and r['status'] == 'ok']
         if runs:
-            cells = [point[k] for k in keys] + [str(len(runs)), mean_std([r['final_val_loss'] for r in runs]),
-                                                mean_std([r['best_val_loss'] for r in runs]),
-                                                f"{sum(r['elapsed'] for r in runs) / len(runs):.1f}"]
+            cells = [point.get(k, '') for k in keys] + [
+                str(len(runs)), mean_std([r['final_val_loss'] for r in runs]),
+                mean_std([r['best_val_loss'] for r in runs]), f"{sum(r['elapsed'] for r in runs) / len(runs):.1f}"]
             lines.append('| ' + ' | '.join(cells) + ' |')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
@@ -120,7 +122,7 @@ def main(argv):
             records.append(record)
             with open(results_path, 'w') as f:
                 json.dump(records, f, indent=1)
-            write_table(records, axes, os.path.join(args.out_dir, 'results.md'))
+            write_table(records, os.path.join(args.out_dir, 'results.md'))
     return records
 
 

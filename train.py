@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.common import TokenData, get_tokenizer
 from model import GPT, GPTConfig
 from muon import MuonAdamW
-from runtime import (check_ranges, doc, fail, init_distributed, load_checkpoint, parse_flags, peak_flops,
-                     pick_device, save_checkpoint)
+from runtime import (append_log, check_ranges, doc, fail, gather, init_distributed, load_checkpoint, parse_flags,
+                     peak_flops, pick_device, save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -289,7 +289,7 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
 
 
 # -------------------------------------------------------------------------------------------------
-# evaluation and the log
+# evaluation
 
 
 @torch.no_grad()
@@ -313,22 +313,6 @@ def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
         losses[split] = total / s.eval_iters
     model.train()
     return losses
-
-
-def append_log(out_dir, line):
-    """log.jsonl: evaluation lines (with val_loss) and step lines (loss and gradient norms)."""
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(line) + '\n')
-
-
-def truncate_log(out_dir, last_iter):
-    """On resume: drop the lines logged after the checkpoint, which the run will log again."""
-    path = os.path.join(out_dir, 'log.jsonl')
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
-        with open(path, 'w') as f:
-            f.writelines(lines)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -468,15 +452,6 @@ def train(s):
     if world_size > 1:
         dist.destroy_process_group()
     return losses
-
-
-def gather(tensor, world_size):
-    """[the tensor of rank 0, of rank 1, ...] on every rank: each rank's RNG state, for the checkpoint."""
-    if world_size == 1:
-        return [tensor]
-    tensors = [None] * world_size
-    dist.all_gather_object(tensors, tensor)
-    return tensors
 
 
 def print_sample(model, data, s, device):
