@@ -1,17 +1,18 @@
 """
-Adam Brownian motion (paper section 3, Fig. 1): does weight decay, not the data, set the matrix norms?
+Adam Brownian motion (paper sec. 3, Fig. 1): does weight decay, not the data, set the matrix norms?
 
 Take a finished run, build a fresh model with its settings, and feed pure i.i.d. N(0, 1) "gradients"
 through the very same parameter groups, optimizer, clipping and LR schedule (train.py's own build(),
-clip_gradients() and lr_factor()). Then compare, over training, the RMS of each W~ in the real run with
-its noise-driven twin. The paper: they coincide at strong weight decay and are close at weak weight
-decay, while the learnable multipliers follow nothing like their noise twins (they carry signal).
+clip_gradients() and lr_factor()). Then compare, over training, the RMS of each W~ in the real run
+with its noise-driven twin. The paper: they coincide at strong weight decay and are close at weak
+weight decay; the learnable multipliers follow nothing like their noise twins (they carry signal).
 
     python abm.py RUN_DIR [RUN_DIR ...] --out assets/abm.png
 
-Each RUN_DIR is a train.py --out_dir (ckpt.pt for the settings, log.jsonl for the real trajectories).
-One row of panels per run: a few matrices' RMS (real solid, noise dashed), then their scalar multipliers.
-The plotted numbers go to the same path with .json, so the figure can be checked without rerunning.
+Each RUN_DIR is a train.py --out_dir (ckpt.pt for the settings, log.jsonl for the real
+trajectories). One row of panels per run: a few matrices' RMS (real solid, noise dashed), then
+their scalar multipliers. The plotted numbers go to the same path with .json, so the figure can be
+checked without rerunning.
 """
 import argparse
 import json
@@ -33,7 +34,7 @@ def real_trajectories(run_dir):
 
 
 def brownian_motion(s, vocab_size, log_iters, seed=0):
-    """Train a fresh model of settings s on pure noise; return {iter: model.observables()} at log_iters."""
+    """Train a fresh model of settings s on pure noise; {iter: model.observables()} at log_iters."""
     torch.manual_seed(seed)
     model, groups, optimizer = train.build(s, vocab_size, torch.device('cpu'))
     trainable = [p for g in groups for p in g['params']]
@@ -58,7 +59,8 @@ def compare(run_dir, matrices=MATRICES):
     names = [m.replace('blocks.-1.', f'blocks.{n_layer - 1}.') for m in matrices]
     real = real_trajectories(run_dir)
     noise = brownian_motion(s, ckpt['model_config']['vocab_size'], sorted(real))
-    keys = [f'{n}.{k}' for n in names for k in ('weight_rms', 'scalar_mult_mean') if f'{n}.{k}' in real[0]]
+    candidates = [f'{n}.{k}' for n in names for k in ('weight_rms', 'scalar_mult_mean')]
+    keys = [key for key in candidates if key in real[0]]
     iters = sorted(real)
     return dict(run=run_dir, optimizer=s.optimizer, iters=iters,
                 lr_times_wd_steps=time_constants(s),
@@ -67,7 +69,7 @@ def compare(run_dir, matrices=MATRICES):
 
 
 def time_constants(s):
-    """How many equilibrium times 1/(lr*wd) the hidden matrices' run lasts: sum over steps of lr_t * wd."""
+    """How many equilibrium times 1/(lr*wd) the hidden matrices' run lasts: sum_t lr_t * wd."""
     lr, wd = (s.muon_lr, train.pick(s.muon_wd, s.weight_decay)) if s.optimizer == 'muon' else \
         (train.pick(s.matrix_lr, s.learning_rate), train.pick(s.matrix_wd, s.weight_decay))
     return sum(lr * wd * train.lr_factor(it, s) for it in range(s.max_iters))
@@ -79,7 +81,8 @@ def plot(results, path):
     import matplotlib.pyplot as plt
     short = lambda key: key.replace('blocks.', 'b').split('.weight_rms')[0].split('.scalar_mult')[0]
     columns = 4
-    fig, axes = plt.subplots(len(results), columns, figsize=(3.3 * columns, 2.5 * len(results)), squeeze=False)
+    figsize = (3.3 * columns, 2.5 * len(results))
+    fig, axes = plt.subplots(len(results), columns, figsize=figsize, squeeze=False)
     for row, r in zip(axes, results):
         rms_keys = [k for k in r['real'] if k.endswith('weight_rms')][:columns - 1]
         for ax, key in zip(row, rms_keys):  # one panel per matrix: ||W~||, real vs noise
@@ -90,7 +93,8 @@ def plot(results, path):
         for i, key in enumerate(k for k in r['real'] if 'scalar_mult' in k):
             ax.plot(r['iters'], r['real'][key], color=f'C{i + 2}', label=short(key))
             ax.plot(r['iters'], r['noise'][key], '--', color=f'C{i + 2}')
-        ax.set_title('scalar multipliers s (dashed: ABM)' if ax.lines else 'no scalar multipliers', fontsize=8)
+        title = 'scalar multipliers s (dashed: ABM)' if ax.lines else 'no scalar multipliers'
+        ax.set_title(title, fontsize=8)
         if ax.lines:
             ax.legend(fontsize=6)
         for ax in row:
@@ -106,8 +110,10 @@ def plot(results, path):
 def main(argv):
     parser = argparse.ArgumentParser(prog='abm.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('runs', nargs='+', help='train.py --out_dir folders')
-    parser.add_argument('--out', default='abm.png', help='the figure (PNG); its numbers go to .json beside it')
-    parser.add_argument('--matrices', default=','.join(MATRICES), help='comma-separated matrix names')
+    parser.add_argument('--out', default='abm.png',
+                        help='the figure (PNG); its numbers go to .json beside it')
+    parser.add_argument('--matrices', default=','.join(MATRICES),
+                        help='comma-separated matrix names')
     args = parser.parse_args(argv)
     for run in args.runs:
         if not os.path.exists(os.path.join(run, 'log.jsonl')):
@@ -118,7 +124,8 @@ def main(argv):
     plot(results, args.out)
     for r in results:
         gaps = {k: r['noise'][k][-1] / r['real'][k][-1] for k in r['real']}
-        print(f"{r['run']}: final noise / real: " + ', '.join(f'{k} {v:.2f}' for k, v in gaps.items()))
+        ratios = ', '.join(f'{k} {v:.2f}' for k, v in gaps.items())
+        print(f"{r['run']}: final noise / real: " + ratios)
     print(f'saved {args.out}')
 
 

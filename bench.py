@@ -5,8 +5,10 @@ Benchmarks, measured side by side in one run on one machine (read the ratios):
   2. a full training step (forward, backward, clip, step) for AdamW and Muon, each without and with
      all learnable multipliers (their overhead should be near zero: O(d_in*d_out) per matrix).
 
-    python bench.py                                 # CPU: nanoGPT's CPU-recipe size (train.py's flags apply)
-    python bench.py --n_layer 12 --n_head 12 --n_embd 768 --block_size 1024 --batch_size 16   # GPT-2 small
+    # CPU: nanoGPT's CPU-recipe size (train.py's flags apply)
+    python bench.py
+    # GPT-2 small
+    python bench.py --n_layer 12 --n_head 12 --n_embd 768 --block_size 1024 --batch_size 16
 """
 import statistics
 import sys
@@ -63,8 +65,9 @@ def bench_train_step(s, device, autocast, vocab_size):
     step_model = torch.compile(model) if use_compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     x = torch.randint(0, vocab_size, (s.batch_size, s.block_size), device=device)
-    return median_ms(lambda: train.train_step(step_model, optimizer, scaler, groups, s, lambda: (x, x), autocast),
-                     s, device)
+    def step():
+        return train.train_step(step_model, optimizer, scaler, groups, s, lambda: (x, x), autocast)
+    return median_ms(step, s, device)
 
 
 def main(argv):
@@ -72,18 +75,22 @@ def main(argv):
     train.check(s)
     device, dtype, autocast = pick_device(s.device, s.dtype)
     vocab_size = s.vocab_size or 65
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
-    print(f'device {name}, {dtype}, torch {torch.__version__}; model {s.n_layer} layers, width {s.n_embd}, '
-          f'vocab {vocab_size}, batch {s.batch_size} x {s.block_size} tokens')
+    name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
+            else f'CPU, {torch.get_num_threads()} threads')
+    print(f'device {name}, {dtype}, torch {torch.__version__}; model {s.n_layer} layers, '
+          f'width {s.n_embd}, vocab {vocab_size}, batch {s.batch_size} x {s.block_size} tokens')
     ours, reference = bench_muon_step(s, device, vocab_size)
-    print(f'| optimizer step (hidden matrices) | ms |\n|---|---|\n| nanoLRM Muon (batched) | {ours:.2f} |\n'
-          f'| torch.optim.Muon | {reference:.2f} |\n| ratio torch / ours | {reference / ours:.2f}x |\n')
+    print('| optimizer step (hidden matrices) | ms |\n|---|---|\n'
+          f'| nanoLRM Muon (batched) | {ours:.2f} |\n'
+          f'| torch.optim.Muon | {reference:.2f} |\n'
+          f'| ratio torch / ours | {reference / ours:.2f}x |\n')
     rows, all_mults = {}, dict(scalar_mult=True, row_mult=True, col_mult=True)
     for optimizer in ('adamw', 'muon'):
         for mults in (False, True):
             variant = replace(s, optimizer=optimizer, **(all_mults if mults else {}))
             rows[optimizer, mults] = bench_train_step(variant, device, autocast, vocab_size)
-    print('| training step | no multipliers (ms) | scalar+row+col (ms) | multiplier overhead |\n|---|---|---|---|')
+    print('| training step | no multipliers (ms) | scalar+row+col (ms) | multiplier overhead |\n'
+          '|---|---|---|---|')
     for optimizer in ('adamw', 'muon'):
         plain, lrm = rows[optimizer, False], rows[optimizer, True]
         print(f'| {optimizer} | {plain:.1f} | {lrm:.1f} | {lrm / plain - 1:+.1%} |')

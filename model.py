@@ -28,10 +28,13 @@ from runtime import doc
 ANY = ('scalar', 'row', 'col')
 PLACEMENTS = {
     # the paper's main runs: every matrix, the embedding included. The LM head never gets row
-    # multipliers (they fit token frequencies "lazily" and hurt); its column scale is the final norm gain.
-    'all': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY, gate=ANY, up=ANY, down=ANY, head=('scalar',)),
-    # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O, up vs down).
-    # The LM head is left unchanged (App. C.1): a head scalar times the final norm gain is such a product.
+    # multipliers (they fit token frequencies "lazily" and hurt); its column scale is the final
+    # norm gain.
+    'all': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY,
+                gate=ANY, up=ANY, down=ANY, head=('scalar',)),
+    # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O,
+    # up vs down). The LM head is left unchanged (App. C.1): a head scalar times the final norm
+    # gain is such a product.
     'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), k=(), v=(), o=ANY,
                           gate=('scalar', 'row'), up=(), down=ANY, head=()),
 }
@@ -39,28 +42,34 @@ PLACEMENTS = {
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = doc(0, "vocabulary size; 0 = the dataset's (a larger value pads it, e.g. 50304)",
-                          allowed='[0, 65536]')
+    vocab_size: int = doc(0, "vocabulary size; 0 = the dataset's "
+                             "(a larger value pads it, e.g. 50304)", allowed='[0, 65536]')
     block_size: int = doc(256, 'context length in tokens', allowed='[1, inf)')
     n_layer: int = doc(6, 'transformer blocks', allowed='[1, inf)')
     n_head: int = doc(6, 'attention heads', allowed='[1, inf)')
     n_embd: int = doc(384, 'model width', allowed='[1, inf)')
     mlp_hidden: int = doc(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64',
                           allowed='[0, inf)')
-    dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches', allowed='[0, 1)')
+    dropout: float = doc(0.0, 'dropout on embeddings, attention and residual branches',
+                         allowed='[0, 1)')
     rope_base: float = doc(10000.0, 'rotary position embedding base', allowed='(1, inf)')
-    # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS allows it.
-    # folds=True: GPT.fold_multipliers() merges the field into the weights and resets it to its default.
+    # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS
+    # allows it. folds=True: GPT.fold_multipliers() merges the field into the weights and resets it
+    # to its default.
     scalar_mult: bool = doc(False, 'learnable scalar multiplier s per matrix', folds=True)
-    row_mult: bool = doc(False, 'learnable row multipliers r (one per output) per matrix', folds=True)
-    col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix', folds=True)
-    mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)', tuple(PLACEMENTS))
-    # fixed forward multipliers, the muP-style baseline (paper section 5); a learnable scalar starts from them
+    row_mult: bool = doc(False, 'learnable row multipliers r (one per output) per matrix',
+                         folds=True)
+    col_mult: bool = doc(False, 'learnable column multipliers c (one per input) per matrix',
+                         folds=True)
+    mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)',
+                              tuple(PLACEMENTS))
+    # fixed forward multipliers, the muP-style baseline (paper sec. 5); a learnable s starts there
     embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output',
                             allowed='(0, inf)', folds=True)
-    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits', folds=True, allowed='(0, inf)')
-    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of 1/sqrt(head size)',
-                                 allowed='(0, inf)', folds=True)
+    logit_mult: float = doc(1.0, 'fixed multiplier on the LM-head logits',
+                            allowed='(0, inf)', folds=True)
+    attn_logit_mult: float = doc(1.0, 'fixed multiplier on attention logits, on top of '
+                                      '1/sqrt(head size)', allowed='(0, inf)', folds=True)
     attn_out_mult: float = doc(1.0, 'fixed multiplier on the attention branch output',
                                allowed='(0, inf)', folds=True)
     mlp_out_mult: float = doc(1.0, 'fixed multiplier on the MLP branch output',
@@ -70,27 +79,28 @@ class GPTConfig:
 class MLinear(nn.Module):
     """A matrix layer y = W x with W = s * r[:, None] * W~ * c[None, :]; each multiplier optional.
 
-    A fixed multiplier s0 (muP-style) is the initial value of a learnable s, or else a constant factor.
+    A fixed multiplier s0 (muP-style) is the initial value of a learnable s, else a constant factor.
     Row and column multipliers start at 1, so at init the layer computes exactly s0 * W~ x.
     """
 
     def __init__(self, d_in, d_out, kinds=(), fixed_mult=1.0, std=0.02):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(d_out, d_in) * std)  # W~, weight-decayed
-        self.scalar_mult = nn.Parameter(torch.tensor(float(fixed_mult))) if 'scalar' in kinds else None
+        s0 = torch.tensor(float(fixed_mult))
+        self.scalar_mult = nn.Parameter(s0) if 'scalar' in kinds else None
         self.row_mult = nn.Parameter(torch.ones(d_out)) if 'row' in kinds else None
         self.col_mult = nn.Parameter(torch.ones(d_in)) if 'col' in kinds else None
         self.fixed_mult = float(fixed_mult)
 
     def effective_weight(self):
-        # W_ij = s * r_i * W~_ij * c_j  (paper section 2): O(d_in*d_out) work, independent of tokens;
-        # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij and the like, exactly the paper's gradients
+        # W_ij = s * r_i * W~_ij * c_j  (paper sec. 2): O(d_in*d_out) work, independent of tokens;
+        # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij etc., exactly the paper's gradients
         w = self.weight
         if self.col_mult is not None:
             w = w * self.col_mult
         out_scale = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
         if self.row_mult is not None:
-            out_scale = out_scale * self.row_mult[:, None]  # s * r_i: a vector op before the matrix op
+            out_scale = out_scale * self.row_mult[:, None]  # s * r_i: vector op before matrix op
         if self.row_mult is not None or self.scalar_mult is not None or self.fixed_mult != 1.0:
             w = out_scale * w
         return w
@@ -99,11 +109,12 @@ class MLinear(nn.Module):
         return F.linear(x, self.effective_weight())
 
     def multipliers(self):
-        return {n: p for n in ('scalar_mult', 'row_mult', 'col_mult') if (p := getattr(self, n)) is not None}
+        names = ('scalar_mult', 'row_mult', 'col_mult')
+        return {n: p for n in names if (p := getattr(self, n)) is not None}
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * g: the gain g (no weight decay) acts as column multipliers of the next matrix."""
+    """x / rms(x) * g: the gain g (no weight decay) acts as the next matrix's column multipliers."""
 
     def __init__(self, dim):
         super().__init__()
@@ -120,7 +131,7 @@ def rotary_tables(block_size, head_size, base):
 
 
 def apply_rotary(x, cos, sin):
-    # rotate each pair (x1, x2) of a head by the position's angle: (x1 cos + x2 sin, -x1 sin + x2 cos)
+    # rotate pairs (x1, x2) of a head by the position's angle: (x1 cos + x2 sin, -x1 sin + x2 cos)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x)
 
@@ -130,7 +141,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         d, residual_std = config.n_embd, 0.02 / math.sqrt(2 * config.n_layer)
         self.n_head, self.dropout = config.n_head, config.dropout
-        # attention logits are linear in W_Q, so the logit multiplier lives on Q (RoPE is linear too)
+        # attention logits are linear in W_Q, so the logit multiplier sits on Q (RoPE is linear too)
         self.q = MLinear(d, d, place['q'], config.attn_logit_mult)
         self.k = MLinear(d, d, place['k'])
         self.v = MLinear(d, d, place['v'])
@@ -139,12 +150,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin):
         B, T, C = x.size()  # batch, sequence length, width (n_embd)
-        heads = [m(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for m in (self.q, self.k, self.v)]
+        hs = C // self.n_head  # head size
+        heads = [m(x).view(B, T, self.n_head, hs).transpose(1, 2) for m in (self.q, self.k, self.v)]
         q, k, v = heads  # each (B, nh, T, hs)
         q = apply_rotary(q, cos[:T], sin[:T])
         k = apply_rotary(k, cos[:T], sin[:T])
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (B, nh, T, hs)
+        # causal attention within each head: (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.o(y))
 
@@ -157,7 +170,8 @@ class MLP(nn.Module):
         d, hidden = config.n_embd, config.mlp_hidden or 64 * math.ceil(8 * config.n_embd / 3 / 64)
         self.gate = MLinear(d, hidden, place['gate'])
         self.up = MLinear(d, hidden, place['up'])
-        self.down = MLinear(hidden, d, place['down'], config.mlp_out_mult, std=0.02 / math.sqrt(2 * config.n_layer))
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.down = MLinear(hidden, d, place['down'], config.mlp_out_mult, std=residual_std)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -178,10 +192,12 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size > 0 and config.n_embd % config.n_head == 0 and config.mult_placement in PLACEMENTS
+        assert config.vocab_size > 0 and config.n_embd % config.n_head == 0
+        assert config.mult_placement in PLACEMENTS
         self.config = config
         enabled = {k for k in ANY if getattr(config, f'{k}_mult')}
-        place = {m: tuple(k for k in kinds if k in enabled) for m, kinds in PLACEMENTS[config.mult_placement].items()}
+        allowed = PLACEMENTS[config.mult_placement]
+        place = {m: tuple(k for k in kinds if k in enabled) for m, kinds in allowed.items()}
         # the token embedding is the linear map W @ one_hot(token), W of shape (n_embd, vocab):
         # its row multipliers scale embedding dimensions, its column multipliers scale tokens
         self.embed = MLinear(config.vocab_size, config.n_embd, place['embed'], config.embed_mult)
@@ -189,12 +205,14 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, place) for _ in range(config.n_layer))
         self.norm_out = RMSNorm(config.n_embd)
         self.head = MLinear(config.n_embd, config.vocab_size, place['head'], config.logit_mult)
-        cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head, config.rope_base)
+        head_size = config.n_embd // config.n_head
+        cos, sin = rotary_tables(config.block_size, head_size, config.rope_base)
         self.register_buffer('rope_cos', cos, persistent=False)
         self.register_buffer('rope_sin', sin, persistent=False)
 
     def forward(self, idx, targets=None):
-        assert idx.size(1) <= self.config.block_size, f'sequence of {idx.size(1)} > block_size {self.config.block_size}'
+        assert idx.size(1) <= self.config.block_size, \
+            f'sequence of {idx.size(1)} > block_size {self.config.block_size}'
         x = self.drop(F.embedding(idx, self.embed.effective_weight().t()))  # column idx of W
         for block in self.blocks:
             x = block(x, self.rope_cos, self.rope_sin)
@@ -202,17 +220,18 @@ class GPT(nn.Module):
         if targets is None:  # inference: only the last position's logits are needed
             return self.head(x[:, [-1], :]).float(), None
         logits = self.head(x).float()
-        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
 
     def matrix_layers(self):
         """Every MLinear by name: 'embed', 'blocks.0.attn.q', ..., 'head'."""
         return {n: m for n, m in self.named_modules() if isinstance(m, MLinear)}
 
     def params_by_kind(self):
-        """The four kinds of parameter, which train.py gives their own learning rate and weight decay."""
+        """The four kinds of parameter, which train.py gives their own LR and weight decay."""
         layers = self.matrix_layers()
         return {
-            'matrices': [m.weight for n, m in layers.items() if n not in ('embed', 'head')],  # hidden W~
+            'matrices': [m.weight for n, m in layers.items() if n not in ('embed', 'head')],  # W~
             'embed_head': [self.embed.weight, self.head.weight],
             'gains': [m.weight for m in self.modules() if isinstance(m, RMSNorm)],
             'multipliers': [p for m in layers.values() for p in m.multipliers().values()],
@@ -220,20 +239,25 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def observables(self):
-        """What the paper plots, as a flat dict of floats: RMS of each W~, mean/min/max of each multiplier."""
+        """What the paper plots, {name: float}: RMS of each W~, mean/min/max of each multiplier."""
         stats = {}
         for name, m in self.matrix_layers().items():
-            stats[f'{name}.weight_rms'] = m.weight.float().pow(2).mean().sqrt().item()  # ||W~|| ~ sqrt(lr/wd)
+            # ||W~|| ~ sqrt(lr/wd)
+            stats[f'{name}.weight_rms'] = m.weight.float().pow(2).mean().sqrt().item()
             if m.multipliers():  # the RMS of W = s r W~ c: the scale the multipliers learned
-                stats[f'{name}.effective_rms'] = m.effective_weight().float().pow(2).mean().sqrt().item()
+                w = m.effective_weight().float()
+                stats[f'{name}.effective_rms'] = w.pow(2).mean().sqrt().item()
             for kind, p in m.multipliers().items():
-                stats.update({f'{name}.{kind}_{f}': getattr(p.float(), f)().item() for f in ('mean', 'min', 'max')})
+                for f in ('mean', 'min', 'max'):
+                    stats[f'{name}.{kind}_{f}'] = getattr(p.float(), f)().item()
         return stats
 
     @torch.no_grad()
     def fold_multipliers(self):
-        """The same function as a baseline GPT: no multipliers, fixed multipliers 1, W = s r W~ c folded in."""
-        plain = {f.name: f.default for f in fields(GPTConfig) if f.metadata['folds']}  # no multipliers at all
+        """The same function as a baseline GPT: no multipliers, fixed multipliers 1,
+        W = s r W~ c folded in."""
+        # no multipliers at all
+        plain = {f.name: f.default for f in fields(GPTConfig) if f.metadata['folds']}
         folded = GPT(replace(self.config, **plain)).to(self.embed.weight.device)
         folded_layers = folded.matrix_layers()
         for name, m in self.matrix_layers().items():
@@ -251,5 +275,6 @@ class GPT(nn.Module):
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits[logits < kth] = -float('inf')
-            idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)), dim=1)
+            next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, next_id), dim=1)
         return idx

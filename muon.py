@@ -8,7 +8,7 @@ three steps, given its gradient G:
   3. shape scale     W <- W - lr * scale(rows, cols) * O
 Step 2 gives every direction of the update about the same size, so the few dominant directions of
 the gradient no longer drown the rest. That only makes sense for a matrix that maps one hidden
-state linearly to another: use Muon for attention Q, K, V, O and MLP gate, up, down, and nothing else.
+state linearly to another: Muon for attention Q, K, V, O and MLP gate, up, down, and nothing else.
 NOT Muon, but AdamW (per-coordinate steps):
   - the token embedding and the LM head: their rows are per-token lookups and per-token outputs, not
     a linear map of a hidden state; each row should move at its own token's pace, as Adam does;
@@ -30,13 +30,14 @@ import torch.distributed as dist
 
 
 def zeropower_via_newtonschulz5(G, steps=5, dtype=None, coefficients=(3.4445, -4.7750, 2.0315)):
-    """Orthogonalize G = P S Q^T into about P Q^T (its "zeroth power") by a quintic Newton-Schulz iteration.
+    """Orthogonalize G = P S Q^T into about P Q^T (its "zeroth power"): quintic Newton-Schulz.
 
-    Each iteration maps every singular value s to a*s + b*s^3 + c*s^5 and leaves P, Q alone. The
-    coefficients (3.4445, -4.7750, 2.0315) maximize the slope a at zero, so small singular values grow
-    as fast as possible; the price is that they do not converge to exactly 1 but land roughly in
-    [0.5, 1.5] after 5 steps (measured: [0.47, 1.21] for all s >= 1e-3 * ||G||_F), which does not hurt
-    training. (The classic cubic (1.5, -0.5, 0) converges to exactly 1, only much more slowly.)
+    Each iteration maps every singular value s to a*s + b*s^3 + c*s^5 and leaves P, Q alone.
+    The coefficients (3.4445, -4.7750, 2.0315) maximize the slope a at zero, so small singular
+    values grow as fast as possible; the price is that they do not converge to exactly 1 but land
+    roughly in [0.5, 1.5] after 5 steps (measured: [0.47, 1.21] for all s >= 1e-3 * ||G||_F),
+    which does not hurt training. (The classic cubic (1.5, -0.5, 0) converges to exactly 1, only
+    much more slowly.)
     G may be a batch (..., rows, cols) of same-shape matrices: one call orthogonalizes them all.
     Runs in bfloat16 on CUDA (fast, and the iteration shrugs off the rounding) and in float32
     elsewhere (bfloat16 matmul is slow or missing on CPU); `dtype` overrides. Returns G's dtype.
@@ -58,30 +59,33 @@ def shape_scale(rows, cols, scale='original'):
     """How much a (rows x cols) orthogonalized update is multiplied by, by convention name."""
     if scale == 'original':  # Keller Jordan: tall matrices get a larger step
         return max(1, rows / cols) ** 0.5  # sqrt(max(1, rows/cols))
-    if scale == 'match_rms_adamw':  # Moonlight (Liu et al. 2025): update RMS ~ AdamW's, so reuse its lr and wd
+    # Moonlight (Liu et al. 2025): update RMS ~ AdamW's, so reuse its lr and wd
+    if scale == 'match_rms_adamw':
         return 0.2 * max(rows, cols) ** 0.5  # 0.2 * sqrt(max(rows, cols))
     raise ValueError(f"unknown Muon scale {scale!r}: use 'original' or 'match_rms_adamw'")
 
 
 def muon_update(grad, momentum_buffer, beta=0.95, nesterov=True, ns_steps=5, scale='original'):
-    """Muon's update direction O for a matrix or a batch (..., rows, cols); the step is W <- W - lr*O.
+    """Muon's update O for a matrix or a batch (..., rows, cols); the step is W <- W - lr*O.
 
     Updates momentum_buffer in place, like every optimizer's state.
     """
     momentum_buffer.lerp_(grad, 1 - beta)  # B <- beta*B + (1-beta)*G
-    update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer  # U = (1-beta)*G + beta*B, or U = B
+    # U = (1-beta)*G + beta*B (Nesterov), or U = B
+    update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
     update = zeropower_via_newtonschulz5(update, steps=ns_steps)  # O ~ P Q^T where U = P S Q^T
     return update * shape_scale(grad.size(-2), grad.size(-1), scale)
 
 
-def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0):
+def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas=(0.9, 0.95), eps=1e-8,
+                 weight_decay=0.0):
     """One AdamW step, in place, on lists of tensors (torch.optim.AdamW's math, amsgrad=False).
 
-    steps[i] is the step number t of params[i], counting this step. The torch._foreach_* ops update a
-    whole list per kernel launch, so hundreds of tiny multiplier tensors cost a handful of launches.
+    steps[i] is the step number t of params[i], counting this step. The torch._foreach_* ops update
+    a whole list per kernel launch, so hundreds of tiny multiplier tensors cost a few launches.
     """
     beta1, beta2 = betas
-    torch._foreach_mul_(params, 1 - lr * weight_decay)  # p <- p * (1 - lr*wd)   (decoupled weight decay)
+    torch._foreach_mul_(params, 1 - lr * weight_decay)  # p <- p * (1 - lr*wd): decoupled WD
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m <- beta1*m + (1-beta1)*g
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)  # v <- beta2*v + (1-beta2)*g^2
@@ -89,7 +93,7 @@ def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas=(0.9, 0.
     torch._foreach_div_(denom, [(1 - beta2 ** t) ** 0.5 for t in steps])
     torch._foreach_add_(denom, eps)  # d = sqrt(v / (1-beta2^t)) + eps
     step_sizes = [-lr / (1 - beta1 ** t) for t in steps]
-    torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)  # p <- p - lr * m / (1-beta1^t) / d
+    torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)  # p <- p - lr*m / (1-beta1^t) / d
 
 
 MUON_DEFAULTS = dict(momentum=0.95, nesterov=True, ns_steps=5, muon_scale='original')
@@ -110,16 +114,18 @@ class MuonAdamW(torch.optim.Optimizer):
     def add_param_group(self, group):
         missing = {'params', 'lr', 'weight_decay', 'use_muon'} - group.keys()
         if missing:
-            raise ValueError(f'MuonAdamW param group {group.get("name", "")!r} lacks the keys {sorted(missing)}')
+            raise ValueError(f'MuonAdamW param group {group.get("name", "")!r} '
+                             f'lacks the keys {sorted(missing)}')
         group = {**(MUON_DEFAULTS if group['use_muon'] else ADAMW_DEFAULTS), **group}
         params = group['params']
         group['params'] = [params] if isinstance(params, torch.Tensor) else list(params)
         if group['use_muon']:
-            shape_scale(1, 1, group['muon_scale'])  # an unknown scale name fails now, not at the first step
+            shape_scale(1, 1, group['muon_scale'])  # a bad scale name fails here, not at step 1
             not_2d = [tuple(p.shape) for p in group['params'] if p.ndim != 2]
             if not_2d:
-                raise ValueError(f'Muon group {group.get("name", "")!r} holds non-2-D parameters of shapes {not_2d}: '
-                                 'Muon orthogonalizes matrices only; put them in a use_muon=False (AdamW) group')
+                raise ValueError(f'Muon group {group.get("name", "")!r} holds non-2-D parameters '
+                                 f'of shapes {not_2d}: Muon orthogonalizes matrices only; '
+                                 'put them in a use_muon=False (AdamW) group')
         super().add_param_group(group)
 
     @torch.no_grad()
@@ -138,25 +144,30 @@ class MuonAdamW(torch.optim.Optimizer):
         lr, beta = group['lr'], group['momentum']
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        for shape in dict.fromkeys(p.shape for p in params):  # one bucket per shape, same order on every rank
+        # one bucket per shape, in the same order on every rank
+        for shape in dict.fromkeys(p.shape for p in params):
             bucket = [p for p in params if p.shape == shape]
             for p in bucket:
                 if 'momentum_buffer' not in self.state[p]:
                     self.state[p]['momentum_buffer'] = torch.zeros_like(p)
-            grads, bufs = [p.grad for p in bucket], [self.state[p]['momentum_buffer'] for p in bucket]
+            grads = [p.grad for p in bucket]
+            bufs = [self.state[p]['momentum_buffer'] for p in bucket]
             # momentum as in muon_update, on lists: every rank, every matrix
             torch._foreach_lerp_(bufs, grads, 1 - beta)  # B <- beta*B + (1-beta)*G
-            updates = torch._foreach_lerp(grads, bufs, beta) if group['nesterov'] else bufs  # U = (1-beta)*G + beta*B
-            # orthogonalize the bucket in one batched call; with several ranks, each takes an equal share
+            # U = (1-beta)*G + beta*B (Nesterov), or U = B
+            updates = torch._foreach_lerp(grads, bufs, beta) if group['nesterov'] else bufs
+            # orthogonalize the bucket in one batched call; several ranks take an equal share each
             share = -(-len(bucket) // world)  # ceil(n / world)
             padding = [torch.zeros_like(updates[0])] * (share * world - len(bucket))  # NS(0) = 0
             stacked = torch.stack([*updates, *padding])
-            mine = zeropower_via_newtonschulz5(stacked[rank * share:(rank + 1) * share], steps=group['ns_steps'])
+            my_updates = stacked[rank * share:(rank + 1) * share]
+            mine = zeropower_via_newtonschulz5(my_updates, steps=group['ns_steps'])
             if world > 1:
                 dist.all_gather(list(stacked.chunk(world)), mine)  # every rank receives every share
             else:
                 stacked = mine
-            orthogonal, scale = list(stacked[:len(bucket)].unbind(0)), shape_scale(*shape, group['muon_scale'])
+            orthogonal = list(stacked[:len(bucket)].unbind(0))
+            scale = shape_scale(*shape, group['muon_scale'])
             torch._foreach_mul_(bucket, 1 - lr * group['weight_decay'])  # W <- W * (1 - lr*wd)
             torch._foreach_add_(bucket, orthogonal, alpha=-lr * scale)  # W <- W - lr * scale * O
 

@@ -1,10 +1,15 @@
 """
-Figures from train.py's log.jsonl files and sweep.py's results.json (needs matplotlib: pip install matplotlib).
+Figures from train.py's log.jsonl files and sweep.py's results.json
+(needs matplotlib: pip install matplotlib).
 
-    python plot.py curves out/run1 out/run2 --out curves.png         # loss, RMS of each W~, each multiplier
-    python plot.py sweep sweeps/lr/results.json --x learning_rate     # final val loss vs one flag, over seeds
-    python plot.py equilibrium sweeps/eq/results.json --out eq.png    # loss and ||W~|| vs S = sqrt(lr/wd)
-    python plot.py clipping sweeps/clipping --out clipping.png        # multipliers in/out of grad clipping
+    # loss, RMS of each W~, each multiplier
+    python plot.py curves out/run1 out/run2 --out curves.png
+    # final val loss vs one flag, over seeds
+    python plot.py sweep sweeps/lr/results.json --x learning_rate
+    # loss and ||W~|| vs S = sqrt(lr/wd)
+    python plot.py equilibrium sweeps/eq/results.json --out eq.png
+    # multipliers in/out of grad clipping
+    python plot.py clipping sweeps/clipping --out clipping.png
 
 Only this script imports matplotlib; training never needs it.
 """
@@ -15,7 +20,9 @@ import os
 import sys
 from collections import defaultdict
 
-KINDS = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # the matrices, by their last name
+from sweep import mean_std
+
+KINDS = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # the matrices by last name
 
 
 def read_log(run_dir):
@@ -30,14 +37,18 @@ def read_results(path):
         return [r for r in json.load(f) if r['status'] == 'ok']
 
 
-def mean_std(values):
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+def errorbar(ax, points, **style):
+    """points {x: [values over seeds]} -> the mean with a std error bar at each x (without NaN)."""
+    stats = {x: mean_std(values) for x, values in sorted(points.items())}
+    xs = [x for x, st in stats.items() if st]
+    means, stds = [stats[x][0] for x in xs], [stats[x][1] for x in xs]
+    ax.errorbar(xs, means, stds, marker='o', capsize=3, **style)
 
 
 def mult_label(point):
     """'none', 's', 'r+c', 's+r+c', ... from a grid point's multiplier flags."""
-    on = [k[0] for k in ('scalar_mult', 'row_mult', 'col_mult') if point.get(k) in ('1', 'true', 'True')]
+    names = ('scalar_mult', 'row_mult', 'col_mult')
+    on = [k[0] for k in names if point.get(k) in ('1', 'true', 'True')]
     return '+'.join(on) or 'none'
 
 
@@ -58,7 +69,7 @@ def save(fig, path):
 
 
 def plot_curves(runs, out):
-    """One row per run: train/val loss, the RMS of each W~, each scalar multiplier (colour = matrix kind)."""
+    """One row per run: train/val loss, RMS of each W~, each scalar s (colour = matrix kind)."""
     fig, axes = figure(len(runs), 3)
     for row, run in zip(axes, runs):
         evals, _ = read_log(run)
@@ -67,12 +78,14 @@ def plot_curves(runs, out):
         row[0].plot(iters, [e['val_loss'] for e in evals], label='val')
         row[0].set_title(f'loss: {os.path.basename(os.path.normpath(run))}'[:60], fontsize=8)
         row[0].legend(fontsize=7)
-        for ax, suffix, title in ((row[1], '.weight_rms', 'RMS of each W~'), (row[2], '.scalar_mult_mean', 'each s')):
+        for ax, suffix, title in ((row[1], '.weight_rms', 'RMS of each W~'),
+                                  (row[2], '.scalar_mult_mean', 'each s')):
             seen = set()
             for key in (k for k in evals[-1] if k.endswith(suffix)):
                 kind = key[:-len(suffix)].split('.')[-1]
                 color = f'C{KINDS.index(kind)}'
-                ax.plot(iters, [e[key] for e in evals], color=color, lw=0.8, label=None if kind in seen else kind)
+                label = None if kind in seen else kind  # one legend entry per kind
+                ax.plot(iters, [e[key] for e in evals], color=color, lw=0.8, label=label)
                 seen.add(kind)
             ax.set_title(title if seen else f'{title}: none', fontsize=8)
             if seen:
@@ -83,18 +96,17 @@ def plot_curves(runs, out):
 
 
 def plot_sweep(paths, x, out):
-    """Final val loss vs flag x, one line per setting of the other flags, error bars = std over seeds."""
+    """Final val loss vs flag x, one line per setting of the other flags; bars: std over seeds."""
     fig, axes = figure(1, len(paths))
     for ax, path in zip(axes[0], paths):
         lines = defaultdict(lambda: defaultdict(list))
         for r in read_results(path):
-            label = ', '.join(f'{k}={v}' for k, v in r['point'].items() if k != x and 'mult' not in k)
-            lines[' '.join(filter(None, [mult_label(r['point']), label]))][float(r['point'][x])].append(
-                r['final_val_loss'])
+            point = r['point']
+            flags = ', '.join(f'{k}={v}' for k, v in point.items() if k != x and 'mult' not in k)
+            label = ' '.join(filter(None, [mult_label(point), flags]))
+            lines[label][float(point[x])].append(r['final_val_loss'])
         for label, points in sorted(lines.items()):
-            xs = sorted(points)
-            stats = [mean_std(points[v]) for v in xs]
-            ax.errorbar(xs, [m for m, _ in stats], [s for _, s in stats], marker='o', capsize=3, label=label)
+            errorbar(ax, points, label=label)
         ax.set_xscale('log')
         ax.set_xlabel(x, fontsize=8)
         ax.set_ylabel('final val loss', fontsize=8)
@@ -110,13 +122,13 @@ def equilibrium_scale(point):
 
 
 def hidden_mean(final, suffix):
-    """Mean over the hidden matrices (not the embedding, not the head) of an observable, e.g. weight_rms."""
+    """Mean of an observable (e.g. weight_rms) over the hidden matrices (not embedding or head)."""
     values = [v for k, v in final.items() if k.startswith('blocks.') and k.endswith(suffix)]
     return sum(values) / len(values) if values else None
 
 
 def plot_equilibrium(paths, out):
-    """One row per sweep: final val loss, RMS of W~ and RMS of W = s r W~ c, each against S = sqrt(lr/wd)."""
+    """One row per sweep: final val loss, RMS of W~ and of W = s r W~ c, each vs S = sqrt(lr/wd)."""
     fig, axes = figure(len(paths), 3)
     for row, path in zip(axes, paths):
         by_config = defaultdict(lambda: defaultdict(list))
@@ -128,9 +140,8 @@ def plot_equilibrium(paths, out):
                               (row[1], lambda r: hidden_mean(r['final'], '.weight_rms')),
                               (row[2], lambda r: hidden_mean(r['final'], '.effective_rms')
                                or hidden_mean(r['final'], '.weight_rms'))):
-                stats = [mean_std([value(r) for r in points[v]]) for v in xs]
-                ax.errorbar(xs, [m for m, _ in stats], [s for _, s in stats], marker='o', capsize=3,
-                            color=f'C{i}', label=label)
+                values = {x: [value(r) for r in points[x]] for x in xs}
+                errorbar(ax, values, color=f'C{i}', label=label)
         name = os.path.basename(os.path.dirname(path))
         row[0].set_title(f'{name}: final val loss', fontsize=8)
         row[1].set_title('RMS of W~ (mean over hidden matrices)', fontsize=8)
@@ -150,8 +161,9 @@ def plot_equilibrium(paths, out):
 
 
 def plot_clipping(sweep_dir, out, early=300):
-    """Multipliers excluded from (rule 2) vs included in the global clipping: early gradient norms, loss gap."""
-    runs = [r for r in read_results(os.path.join(sweep_dir, 'results.json'))]
+    """Multipliers excluded from (rule 2) vs included in the global clipping: early gradient
+    norms, val loss gap."""
+    runs = read_results(os.path.join(sweep_dir, 'results.json'))
     logs = {r['name']: read_log(os.path.join(sweep_dir, 'runs', r['name'])) for r in runs}
     fig, axes = figure(1, 2, width=4.5)
     data = dict(early_grad_norms={}, val_loss_gap={})
@@ -162,13 +174,12 @@ def plot_clipping(sweep_dir, out, early=300):
         steps = [x for x in logs[r['name']][1] if x['iter'] <= early]
         style = dict(color='C3' if included else 'C0')
         label = 'included in clipping' if included else 'excluded (rule 2)'
-        axes[0, 0].plot([x['iter'] for x in steps], [x['grad_norm'] for x in steps], **style,
-                        label=f'{label}: the rest')
-        axes[0, 0].plot([x['iter'] for x in steps], [x['mult_grad_norm'] for x in steps], '--', **style,
-                        label=f'{label}: multipliers')
-        data['early_grad_norms'][label] = dict(iters=[x['iter'] for x in steps],
-                                               rest=[x['grad_norm'] for x in steps],
-                                               multipliers=[x['mult_grad_norm'] for x in steps])
+        iters = [x['iter'] for x in steps]
+        rest = [x['grad_norm'] for x in steps]
+        multipliers = [x['mult_grad_norm'] for x in steps]
+        axes[0, 0].plot(iters, rest, **style, label=f'{label}: the rest')
+        axes[0, 0].plot(iters, multipliers, '--', **style, label=f'{label}: multipliers')
+        data['early_grad_norms'][label] = dict(iters=iters, rest=rest, multipliers=multipliers)
     axes[0, 0].axhline(1.0, color='k', lw=0.8, ls=':', label='clip threshold')
     axes[0, 0].set_yscale('log')
     axes[0, 0].set_title(f'pre-clip gradient norms, first {early} steps', fontsize=8)
@@ -177,7 +188,8 @@ def plot_clipping(sweep_dir, out, early=300):
         pair = {r['point']['clip_multipliers'] in ('1', 'true', 'True'): logs[r['name']][0]
                 for r in runs if r['seed'] == seed}
         if len(pair) == 2:
-            gap = [(a['iter'], b['val_loss'] - a['val_loss']) for a, b in zip(pair[False], pair[True])]
+            gap = [(a['iter'], b['val_loss'] - a['val_loss'])
+                   for a, b in zip(pair[False], pair[True])]
             axes[0, 1].plot(*zip(*gap), marker='.', label=f'seed {seed}')
             data['val_loss_gap'][seed] = gap
     axes[0, 1].axhline(0.0, color='k', lw=0.8)
@@ -193,23 +205,27 @@ def plot_clipping(sweep_dir, out, early=300):
 def main(argv):
     parser = argparse.ArgumentParser(prog='plot.py', description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
-    curves = commands.add_parser('curves', help='runs (train.py --out_dir folders) -> training curves')
+    curves = commands.add_parser('curves', help='train.py --out_dir folders -> training curves')
     curves.add_argument('runs', nargs='+')
     sweep = commands.add_parser('sweep', help="sweep.py results.json -> final val loss vs one flag")
     sweep.add_argument('results', nargs='+')
     sweep.add_argument('--x', required=True, help='the flag on the x axis (log scale)')
-    equilibrium = commands.add_parser('equilibrium', help='equilibrium sweeps -> loss and norms vs S')
+    equilibrium = commands.add_parser('equilibrium',
+                                      help='equilibrium sweeps -> loss and norms vs S')
     equilibrium.add_argument('results', nargs='+')
-    clipping = commands.add_parser('clipping', help='a sweep over --clip_multipliers -> gradient norms, loss gap')
+    clipping = commands.add_parser('clipping', help='a sweep over --clip_multipliers -> '
+                                                    'gradient norms, loss gap')
     clipping.add_argument('sweep_dir')
     clipping.add_argument('--early', type=int, default=300, help='steps of gradient norms to show')
     for command in (curves, sweep, equilibrium, clipping):
-        command.add_argument('--out', default=f'{command.prog.split()[-1]}.png', help='the PNG to write')
+        command.add_argument('--out', default=f'{command.prog.split()[-1]}.png',
+                             help='the PNG to write')
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print('plot.py: error: matplotlib is not installed (pip install matplotlib)', file=sys.stderr)
+        print('plot.py: error: matplotlib is not installed (pip install matplotlib)',
+              file=sys.stderr)
         sys.exit(2)
     if args.command == 'curves':
         plot_curves(args.runs, args.out)

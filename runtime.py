@@ -18,7 +18,8 @@ from dataclasses import asdict, field, fields
 import torch
 import torch.distributed as dist
 
-PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.py'  # for messages
+SCRIPT = os.path.basename(sys.argv[0])
+PROG = SCRIPT if SCRIPT.endswith('.py') and SCRIPT != '__main__.py' else 'train.py'  # in messages
 
 
 # -------------------------------------------------------------------------------------------------
@@ -28,11 +29,12 @@ PROG = os.path.basename(sys.argv[0]) if sys.argv[0].endswith('.py') else 'train.
 def doc(default, help, choices=None, allowed=None, folds=False):
     """A dataclass field with a one-line help string; every such field becomes a --flag.
 
-    choices: the allowed values. allowed: the allowed range of a number, written as in maths: '[0, 1)',
-    '(0, inf)' (checked by check_ranges). folds: a multiplier setting that GPT.fold_multipliers() merges
-    into the weights, so the folded model resets it to this default.
+    choices: the allowed values. allowed: the allowed range of a number, written as in maths:
+    '[0, 1)', '(0, inf)' (checked by check_ranges). folds: a multiplier setting that
+    GPT.fold_multipliers() merges into the weights, so the folded model resets it to this default.
     """
-    return field(default=default, metadata={'help': help, 'choices': choices, 'allowed': allowed, 'folds': folds})
+    metadata = {'help': help, 'choices': choices, 'allowed': allowed, 'folds': folds}
+    return field(default=default, metadata=metadata)
 
 
 def in_range(value, allowed):
@@ -44,7 +46,7 @@ def in_range(value, allowed):
 
 
 def check_ranges(settings):
-    """Every field with an allowed range holds a value in it (None = its default), or one line and exit 2."""
+    """Every field with an allowed range holds a value in it (None = its default), else fail()."""
     for f in fields(settings):
         value, allowed = getattr(settings, f.name), f.metadata.get('allowed')
         if allowed and value is not None and not in_range(value, allowed):
@@ -71,14 +73,17 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_flags(argv, settings_class):
-    """Only the flags given, as a dict: --name value, --name=value, --flag, --no-flag, --flag=false."""
+    """Only the flags given, as a dict. Each form works: --name value, --name=value, --flag,
+    --no-flag, --flag=false."""
     parser = OneLineParser(prog=PROG, argument_default=argparse.SUPPRESS)
     for f in fields(settings_class):
-        kind = next(t for t in typing.get_args(f.type) or (f.type,) if t is not type(None))  # float | None -> float
+        # the type without None: float | None -> float
+        kind = next(t for t in typing.get_args(f.type) or (f.type,) if t is not type(None))
         help = f"{f.metadata['help']} (default: {f.default})"
         if kind is bool:
             parser.add_argument(f'--{f.name}', nargs='?', const=True, type=parse_bool, help=help)
-            parser.add_argument(f'--no-{f.name}', dest=f.name, action='store_false', help=argparse.SUPPRESS)
+            parser.add_argument(f'--no-{f.name}', dest=f.name, action='store_false',
+                                help=argparse.SUPPRESS)
         else:
             parser.add_argument(f'--{f.name}', type=kind, choices=f.metadata['choices'], help=help)
     return vars(parser.parse_args(argv))
@@ -95,20 +100,25 @@ def pick_device(device='auto', dtype='auto'):
     float32 elsewhere.
     """
     if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+        device = ('cuda' if torch.cuda.is_available()
+                  else 'mps' if torch.backends.mps.is_available() else 'cpu')
     device = torch.device(device)
     if dtype == 'auto':
-        dtype = 'float32' if device.type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    autocast = nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
+        dtype = ('float32' if device.type != 'cuda'
+                 else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+    autocast = (nullcontext() if dtype == 'float32'
+                else torch.autocast(device.type, dtype=getattr(torch, dtype)))
     return device, dtype, autocast
 
 
 def init_distributed(device):
-    """Under torchrun (which sets RANK): join the process group, one process per GPU (NCCL) or per CPU
-    process (gloo). Returns (rank, world_size, device); (0, 1, device) for a plain single process."""
+    """Under torchrun (which sets RANK): join the process group, one process per GPU (NCCL) or
+    per CPU process (gloo). Returns (rank, world_size, device); (0, 1, device) for one process."""
     if 'RANK' not in os.environ:
         return 0, 1, device
-    rank, world_size, local_rank = (int(os.environ[k]) for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'))
+    rank = int(os.environ['RANK'])
+    world_size = int(os.environ['WORLD_SIZE'])
+    local_rank = int(os.environ['LOCAL_RANK'])
     use_cuda = device in ('auto', 'cuda') and torch.cuda.is_available()
     dist.init_process_group('nccl' if use_cuda else 'gloo')
     if use_cuda:
@@ -118,7 +128,7 @@ def init_distributed(device):
 
 
 def gather(tensor, world_size):
-    """[the tensor of rank 0, of rank 1, ...] on every rank: each rank's RNG state, for the checkpoint."""
+    """[rank 0's tensor, rank 1's, ...] on every rank: each rank's RNG state, for the checkpoint."""
     if world_size == 1:
         return [tensor]
     tensors = [None] * world_size
@@ -144,7 +154,8 @@ def save_checkpoint(path, model, settings, meta, iter, **training_state):
     A crash mid-write leaves the previous checkpoint whole. settings: a dataclass or a dict.
     """
     ckpt = dict(model=model.state_dict(), model_config=asdict(model.config), iter=iter, meta=meta,
-                settings=settings if isinstance(settings, dict) else asdict(settings), **training_state)
+                settings=settings if isinstance(settings, dict) else asdict(settings),
+                **training_state)
     temporary = f'{path}.tmp'
     with open(temporary, 'wb') as f:
         torch.save(ckpt, f)
@@ -154,7 +165,8 @@ def save_checkpoint(path, model, settings, meta, iter, **training_state):
 
 
 def load_checkpoint(path, device, flag):
-    """A nanoLRM checkpoint, loaded safely (weights_only: tensors and plain types); bad files fail in one line."""
+    """A nanoLRM checkpoint, loaded safely (weights_only: tensors and plain types); bad files fail
+    in one line."""
     if not os.path.exists(path):
         fail(f'{flag}: no checkpoint at {path}')
     try:
@@ -163,7 +175,8 @@ def load_checkpoint(path, device, flag):
         first_line = str(err).splitlines()[0][:120] if str(err) else ''
         fail(f'{flag}: {path} is not a readable checkpoint ({type(err).__name__}: {first_line})')
     if not isinstance(ckpt, dict) or not {'model', 'settings', 'model_config'} <= ckpt.keys():
-        fail(f'{flag}: {path} is not a nanoLRM checkpoint (no model, settings and model_config in it)')
+        fail(f'{flag}: {path} is not a nanoLRM checkpoint '
+             '(no model, settings and model_config in it)')
     return ckpt
 
 

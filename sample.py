@@ -2,7 +2,7 @@
 Sample from a model trained by train.py, optionally with its multipliers folded into plain weights.
 
     python sample.py --out_dir out --prompt "ROMEO:" --max_new_tokens 300
-    python sample.py --out_dir out --fold --export out/folded.pt   # multipliers merged into W: zero cost
+    python sample.py --out_dir out --fold --export out/folded.pt  # multipliers in W: zero cost
 """
 import sys
 from dataclasses import dataclass
@@ -23,14 +23,14 @@ class SampleSettings:
     max_new_tokens: int = doc(500, 'tokens per sample')
     temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)')
     top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)')
-    fold: bool = doc(False, 'fold the multipliers into the matrices first (same logits, baseline size)')
-    export: str = doc('', 'save the (folded) model as a checkpoint sample.py can load, at this path')
+    fold: bool = doc(False, 'fold the multipliers into the matrices (same logits, baseline size)')
+    export: str = doc('', 'save the (folded) model at this path (a checkpoint sample.py can load)')
     seed: int = doc(1337, 'random seed')
     device: str = doc('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
 
 
 def load_model(s, device):
-    """The model of a checkpoint and the tokenizer of its dataset (the checkpoint carries meta.json)."""
+    """The model of a checkpoint (in eval mode) and the checkpoint itself (it carries meta.json)."""
     ckpt = load_checkpoint(s.ckpt or f'{s.out_dir}/ckpt.pt', device, '--ckpt')
     model = GPT(GPTConfig(**ckpt['model_config'])).to(device)
     model.load_state_dict(ckpt['model'])
@@ -45,7 +45,8 @@ def main(argv):
     if s.fold:
         model = model.fold_multipliers()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params:,} parameters{' (multipliers folded)' if s.fold else ''}, trained {ckpt['iter']} iters")
+    folded = ' (multipliers folded)' if s.fold else ''
+    print(f"{n_params:,} parameters{folded}, trained {ckpt['iter']} iters")
     if s.export:
         save_checkpoint(s.export, model, ckpt['settings'], ckpt['meta'], ckpt['iter'])
         print(f'saved {s.export}')

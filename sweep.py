@@ -1,14 +1,14 @@
 """
 Run train.py over a grid of flag values x seeds, one run after another, and tabulate the results.
 
-    python sweep.py --out_dir sweeps/2x2 --grid optimizer=adamw,muon --grid row_mult=0,1 --seeds 3 -- \
-        --device cpu --max_iters 2000 --sample_tokens 0
+    python sweep.py --out_dir sweeps/2x2 --grid optimizer=adamw,muon --grid row_mult=0,1 \
+        --seeds 3 -- --device cpu --max_iters 2000 --sample_tokens 0
 
 Each --grid name=v1,v2,... is one axis; the sweep runs every combination of the axes, each with
---seeds seeds (--seed, --seed+1, ...). Flags that must change together share one axis, joined by ':':
---grid matrix_lr:matrix_wd=5e-4:20,1e-3:10 runs (5e-4, 20) and (1e-3, 10), not all four pairs.
+--seeds seeds (--seed, --seed+1, ...). Flags that must change together share one axis, joined
+by ':': --grid matrix_lr:matrix_wd=5e-4:20,1e-3:10 runs (5e-4, 20) and (1e-3, 10), not all 4 pairs.
 Everything after -- goes to every run. Run <name> trains in out_dir/runs/<name>/ (its log.jsonl,
-ckpt.pt and train.log). A run is finished once it is recorded in out_dir/results.json: started again,
+ckpt.pt and train.log). A run is finished once out_dir/results.json records it: started again,
 the sweep skips it, and a run that was cut off continues from its checkpoint (train.py --resume).
 out_dir/results.json holds one record per run (final and best val loss, time, the final RMS of each
 W~ and multiplier stats); out_dir/results.md the mean and spread over seeds of each grid point (of
@@ -52,39 +52,51 @@ def summarize(run_dir):
     last = evals[-1]
     return dict(final_val_loss=last['val_loss'], best_val_loss=min(e['val_loss'] for e in evals),
                 final_train_loss=last['train_loss'], iters=last['iter'], elapsed=last['elapsed'],
-                final={k: v for k, v in last.items() if '.' in k})  # weight_rms and multiplier stats
+                final={k: v for k, v in last.items() if '.' in k})  # weight_rms, multiplier stats
 
 
 def mean_std(values):
+    """(mean, sample std) of the finite values; std 0 for one value; None for none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
-        return 'diverged'
+        return None
     mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return f'{mean:.4f} ± {std:.4f}'
+    std = 0.0
+    if len(values) > 1:
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return mean, std
+
+
+def cell(values):
+    stats = mean_std(values)
+    return 'diverged' if stats is None else f'{stats[0]:.4f} ± {stats[1]:.4f}'
 
 
 def write_table(records, path):
-    """One row per grid point of results.json: mean ± std over seeds (sample std; 0 for a single seed)."""
-    points = list({json.dumps(r['point']): r['point'] for r in records}.values())  # in order of first run
+    """One results.json grid point per row: mean ± std over seeds (sample std; 0 for one seed)."""
+    points = list({json.dumps(r['point']): r['point'] for r in records}.values())  # first-run order
     keys = list(dict.fromkeys(k for p in points for k in p))
-    lines = ['| ' + ' | '.join(keys + ['seeds', 'final val loss', 'best val loss', 'time (s)']) + ' |',
-             '|' + '---|' * (len(keys) + 4)]
+    header = keys + ['seeds', 'final val loss', 'best val loss', 'time (s)']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * (len(keys) + 4)]
     for point in points:
         runs = [r for r in records if r['point'] == point and r['status'] == 'ok']
         if runs:
+            mean_time = sum(r['elapsed'] for r in runs) / len(runs)
             cells = [point.get(k, '') for k in keys] + [
-                str(len(runs)), mean_std([r['final_val_loss'] for r in runs]),
-                mean_std([r['best_val_loss'] for r in runs]), f"{sum(r['elapsed'] for r in runs) / len(runs):.1f}"]
+                str(len(runs)), cell([r['final_val_loss'] for r in runs]),
+                cell([r['best_val_loss'] for r in runs]), f'{mean_time:.1f}']
             lines.append('| ' + ' | '.join(cells) + ' |')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
 
 def main(argv):
-    argv, extra = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    extra = []
+    if '--' in argv:  # everything after -- goes to every run
+        argv, extra = argv[:argv.index('--')], argv[argv.index('--') + 1:]
     parser = argparse.ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out_dir', required=True, help='where runs/, results.json and results.md go')
+    parser.add_argument('--out_dir', required=True,
+                        help='where runs/, results.json and results.md go')
     parser.add_argument('--grid', action='append', default=[], help='name=v1,v2,... (repeatable)')
     parser.add_argument('--seeds', type=int, default=1, help='seeds per grid point')
     parser.add_argument('--seed', type=int, default=1337, help='the first seed')
@@ -93,7 +105,8 @@ def main(argv):
         fail(f'--seeds {args.seeds} must be >= 1')
     taken = [a for a in extra if a.split('=')[0] in ('--out_dir', '--seed', '--resume')]
     if taken:
-        fail(f'{taken[0]} after --: the sweep sets --out_dir, --seed and --resume of each run itself')
+        fail(f'{taken[0]} after --: '
+             'the sweep sets --out_dir, --seed and --resume of each run itself')
     axes = [parse_axis(text) for text in args.grid] or [[{}]]
     results_path = os.path.join(args.out_dir, 'results.json')
     records = json.load(open(results_path)) if os.path.exists(results_path) else []
@@ -108,14 +121,16 @@ def main(argv):
             run_dir = os.path.join(args.out_dir, 'runs', name)
             resume = ['--resume'] if os.path.exists(os.path.join(run_dir, 'ckpt.pt')) else []
             command = [sys.executable, os.path.join(REPO, 'train.py'), *extra,
-                       *(f'--{k}={v}' for k, v in point.items()), f'--seed={seed}', f'--out_dir={run_dir}', *resume]
+                       *(f'--{k}={v}' for k, v in point.items()),
+                       f'--seed={seed}', f'--out_dir={run_dir}', *resume]
             print(f"sweep: {name}{' (resumed)' if resume else ''}", flush=True)
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, 'train.log'), 'a') as log:
                 code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
             if code == 2:  # a bad flag or setting: every run would fail the same way
                 fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
-            record = dict(name=name, point=point, seed=seed, status='ok' if code == 0 else f'exit {code}')
+            status = 'ok' if code == 0 else f'exit {code}'
+            record = dict(name=name, point=point, seed=seed, status=status)
             if code == 0:
                 record.update(summarize(run_dir))
                 print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)

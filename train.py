@@ -1,9 +1,9 @@
 """
 Train a nanoLRM GPT. Every flag is a field of `Settings` below; `python train.py --help` lists them.
 
-    python train.py                                          # the plain baseline on tiny-shakespeare
-    python train.py --scalar_mult --row_mult --col_mult      # + learnable multipliers (paper section 2)
-    python train.py --optimizer muon --row_mult --col_mult   # Muon for hidden matrices, AdamW for the rest
+    python train.py                                         # the plain baseline on tiny-shakespeare
+    python train.py --scalar_mult --row_mult --col_mult     # + learnable multipliers (paper sec. 2)
+    python train.py --optimizer muon --row_mult --col_mult  # Muon for hidden matrices, else AdamW
 
 The file reads in the order of a run: the settings, the data, the model and how each kind of
 parameter is trained, the LR schedule, one training step, then the loop: sample a batch, forward
@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.common import TokenData, get_tokenizer
 from model import GPT, GPTConfig
 from muon import MuonAdamW
-from runtime import (append_log, check_ranges, doc, fail, gather, init_distributed, load_checkpoint, parse_flags,
-                     peak_flops, pick_device, save_checkpoint, truncate_log)
+from runtime import (append_log, check_ranges, doc, fail, gather, init_distributed, load_checkpoint,
+                     parse_flags, peak_flops, pick_device, save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,91 +34,90 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 @dataclass
 class Settings(GPTConfig):  # the model's fields (model.py), then the training run's
     # data
-    dataset: str = doc('shakespeare_char', 'a folder under data/ (or a path) holding meta.json and token files')
-    input: str = doc('', 'local text file to prepare the dataset from when its files are missing '
-                         '(default: download)')
+    dataset: str = doc('shakespeare_char', 'data/ folder (or path) with meta.json and token files')
+    input: str = doc('', 'local text file to prepare a missing dataset from (default: download)')
     # optimization
-    optimizer: str = doc('adamw', 'adamw for everything, or muon for hidden matrices (AdamW for the rest)',
-                         ('adamw', 'muon'))
+    optimizer: str = doc('adamw', 'adamw for everything, or muon for hidden matrices '
+                                  '(AdamW for the rest)', ('adamw', 'muon'))
     batch_size: int = doc(64, 'sequences per micro-batch', allowed='[1, inf)')
     grad_accum: int = doc(1, 'micro-batches per optimizer step', allowed='[1, inf)')
     max_iters: int = doc(5000, 'optimizer steps', allowed='[0, inf)')
-    learning_rate: float = doc(1e-3, 'peak AdamW learning rate (matrices W~, embedding, head, gains)',
-                               allowed='(0, inf)')
-    min_lr: float = doc(1e-4, 'final learning rate; every group decays by the same factor min_lr/learning_rate',
-                        allowed='[0, inf)')
-    schedule: str = doc('cosine', 'warmup then cosine decay, or warmup-stable-decay (exponential decay to '
-                                  'min_lr over the last decay_frac)', ('cosine', 'wsd'))
+    learning_rate: float = doc(1e-3, 'peak AdamW learning rate '
+                                     '(matrices W~, embedding, head, gains)', allowed='(0, inf)')
+    min_lr: float = doc(1e-4, 'final learning rate; every group decays by the same factor '
+                              'min_lr/learning_rate', allowed='[0, inf)')
+    schedule: str = doc('cosine', 'warmup then cosine decay, or warmup-stable-decay (exponential '
+                                  'decay to min_lr over the last decay_frac)', ('cosine', 'wsd'))
     warmup_iters: int = doc(100, 'linear warmup steps', allowed='[0, inf)')
-    lr_decay_iters: int = doc(0, 'step at which the schedule reaches min_lr; 0 = max_iters',
-                              allowed='[0, inf)')
-    decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final exponential decay',
-                            allowed='(0, 1]')
+    lr_decay_iters: int = doc(0, 'step where LR reaches min_lr (0 = max_iters)', allowed='[0, inf)')
+    decay_frac: float = doc(0.2, 'wsd: fraction of lr_decay_iters spent in the final '
+                                 'exponential decay', allowed='(0, 1]')
     weight_decay: float = doc(0.1, 'decoupled weight decay of matrices W~, embedding and head',
                               allowed='[0, inf)')
     matrix_lr: float | None = doc(None, 'AdamW learning rate of the hidden matrices W~ alone '
                                         '(default: learning_rate)', allowed='[0, inf)')
-    matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone (default: weight_decay)',
-                                  allowed='[0, inf)')
+    matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone '
+                                        '(default: weight_decay)', allowed='[0, inf)')
     beta1: float = doc(0.9, 'AdamW beta1', allowed='[0, 1)')
     beta2: float = doc(0.99, 'AdamW beta2', allowed='[0, 1)')
-    grad_clip: float = doc(1.0, 'clip the global gradient norm to this; 0 = off', allowed='[0, inf)')
-    z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss (the paper: 1e-4)',
-                        allowed='[0, inf)')
+    grad_clip: float = doc(1.0, 'clip the global grad norm to this; 0 = off', allowed='[0, inf)')
+    z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss '
+                             '(the paper: 1e-4)', allowed='[0, inf)')
     freeze_gains: bool = doc(False, "keep every RMSNorm gain at 1 (the paper's equilibrium sweeps)")
     # learnable multipliers: how they are trained (paper section 4)
     mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)",
                                 allowed='[0, inf)')
-    mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)", allowed='[0, inf)')
-    clip_multipliers: bool = doc(False, "include multipliers in grad clipping (the paper's failure mode; "
-                                        "rule 2)")
+    mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)",
+                         allowed='[0, inf)')
+    clip_multipliers: bool = doc(False, 'multipliers in grad clipping too (breaks paper rule 2)')
     # Muon (muon.py)
     muon_lr: float = doc(0.02, "Muon learning rate (with --muon_scale match_rms_adamw use AdamW's)",
                          allowed='[0, inf)')
     muon_momentum: float = doc(0.95, 'Muon momentum', allowed='[0, 1)')
     muon_nesterov: bool = doc(True, 'Nesterov momentum in Muon')
     ns_steps: int = doc(5, 'Newton-Schulz iterations', allowed='[1, inf)')
-    muon_scale: str = doc('original', 'update scale: sqrt(max(1, rows/cols)) or 0.2*sqrt(max(rows, cols))',
-                          ('original', 'match_rms_adamw'))
+    muon_scale: str = doc('original', 'update scale: sqrt(max(1, rows/cols)) or '
+                                      '0.2*sqrt(max(rows, cols))', ('original', 'match_rms_adamw'))
     muon_wd: float | None = doc(None, "Muon's decoupled weight decay (default: weight_decay)",
                                 allowed='[0, inf)')
     # evaluation, logging, checkpoints
     eval_interval: int = doc(250, 'steps between evaluations, log.jsonl lines and checkpoints',
                              allowed='[1, inf)')
     eval_iters: int = doc(200, 'batches per loss estimate', allowed='[1, inf)')
-    log_interval: int = doc(10, 'steps between progress lines (and log.jsonl step lines)', allowed='[1, inf)')
+    log_interval: int = doc(10, 'steps per progress line (also in log.jsonl)', allowed='[1, inf)')
     sample_tokens: int = doc(300, 'tokens to generate at the end (0 = none)', allowed='[0, inf)')
     out_dir: str = doc('out', 'where log.jsonl and ckpt.pt go')
-    resume: bool = doc(False, 'continue from out_dir/ckpt.pt (flags given now override its settings)')
+    resume: bool = doc(False, 'continue from out_dir/ckpt.pt (flags given override its settings)')
     # system
-    seed: int = doc(1337, 'random seed (initialization, batches, dropout)',
-                    allowed='[0, 4294967295]')
+    seed: int = doc(1337, 'random seed (init, batches, dropout)', allowed='[0, 4294967295]')
     device: str = doc('auto', 'where to train', ('auto', 'cpu', 'cuda', 'mps'))
-    dtype: str = doc('auto', 'autocast dtype (auto = bfloat16 on CUDA, or float16 where bf16 is missing; '
-                             'float32 elsewhere)', ('auto', 'float32', 'bfloat16', 'float16'))
+    dtype: str = doc('auto', 'autocast dtype (auto: bfloat16 on CUDA, float16 where bf16 is '
+                             'missing, else float32)', ('auto', 'float32', 'bfloat16', 'float16'))
     compile: bool | None = doc(None, 'torch.compile the model (default: on for CUDA)')
 
 
 def check(s):
-    """Every bad setting -> one line naming the flag and what it allows (exit code 2).
-
-    Each number's range stands beside its field (allowed=...); the rules here relate several flags.
-    """
+    """Every bad setting -> one line naming the flag and what it allows (exit code 2). Each
+    number's range stands beside its field (allowed=...); the rules here relate several flags."""
     check_ranges(s)
     pairs = [('learning_rate', 'weight_decay'), ('matrix_lr', 'matrix_wd'), ('mult_lr', 'mult_wd'),
              ('muon_lr', 'muon_wd')]
     for lr, wd in pairs:  # decoupled weight decay multiplies by 1 - lr*wd at every step
         product = pick(getattr(s, lr), s.learning_rate) * pick(getattr(s, wd), s.weight_decay)
         if product >= 1:
-            fail(f'--{lr} x --{wd} = {product:g} must be < 1 (each step multiplies the weights by 1 - lr*wd)')
+            fail(f'--{lr} x --{wd} = {product:g} must be < 1 '
+                 '(each step multiplies the weights by 1 - lr*wd)')
     rules = [
         (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
-        ((s.n_embd // s.n_head) % 2 == 0, '--n_embd/--n_head = head size must be even for rotary embeddings'),
+        ((s.n_embd // s.n_head) % 2 == 0,
+         '--n_embd/--n_head = head size must be even for rotary embeddings'),
         (0 < s.min_lr <= s.learning_rate or (s.min_lr == 0 and s.schedule == 'cosine'),
-         f'--min_lr {s.min_lr} must be in (0, --learning_rate] (0 is allowed with --schedule cosine)'),
+         f'--min_lr {s.min_lr} must be in (0, --learning_rate] '
+         '(0 is allowed with --schedule cosine)'),
         (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()),
          '--dtype float16 needs CUDA'),
-        (s.device != 'cuda' or torch.cuda.is_available(), '--device cuda: no CUDA device is available'),
+        (s.device != 'cuda' or torch.cuda.is_available(),
+         '--device cuda: no CUDA device is available'),
     ]
     for ok, message in rules:
         if not ok:
@@ -134,8 +133,8 @@ def settings_from(argv):
         # the architecture and the optimizer's state cannot change under a checkpoint
         for name in [f.name for f in fields(GPTConfig)] + ['optimizer', 'freeze_gains']:
             if name in given and given[name] != saved[name]:
-                fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): resume without it, '
-                     f'or start a new --out_dir')
+                fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): '
+                     f'resume without it, or start a new --out_dir')
         s = Settings(**{**saved, **given})
     check(s)
     return s
@@ -147,7 +146,7 @@ def settings_from(argv):
 
 def load_data(s):
     """The dataset's tokens. A missing dataset is made by its data/<name>/prepare.py, whose
-    prepare(input_path=None) every dataset defines (input_path: a local text instead of the download)."""
+    prepare(input_path=None) every dataset defines (input_path: a local text, not the download)."""
     folder = s.dataset if os.path.isdir(s.dataset) else os.path.join(REPO, 'data', s.dataset)
     if not os.path.exists(os.path.join(folder, 'meta.json')):
         try:
@@ -157,8 +156,8 @@ def load_data(s):
         print(f'{folder}/meta.json is missing: preparing the dataset first')
         try:
             prepare(input_path=s.input or None)
-        except (OSError, ValueError, RuntimeError) as err:  # e.g. offline: the message says to pass --input
-            fail(f'--dataset {s.dataset}: {err}')
+        except (OSError, ValueError, RuntimeError) as err:
+            fail(f'--dataset {s.dataset}: {err}')  # e.g. offline: err says to pass --input
     try:
         return TokenData(folder)
     except (OSError, ValueError) as err:
@@ -174,7 +173,7 @@ def pick(value, default):
 
 
 def param_groups(model, s):
-    """How each kind of parameter is trained: the one place that sets learning rates and weight decay."""
+    """How each kind of parameter is trained: the one place for learning rates and weight decay."""
     kinds = model.params_by_kind()
     adamw = dict(use_muon=False, betas=(s.beta1, s.beta2))
     if s.optimizer == 'muon':
@@ -182,21 +181,21 @@ def param_groups(model, s):
                         momentum=s.muon_momentum, nesterov=s.muon_nesterov, ns_steps=s.ns_steps,
                         muon_scale=s.muon_scale)
     else:
-        matrices = dict(lr=pick(s.matrix_lr, s.learning_rate), weight_decay=pick(s.matrix_wd, s.weight_decay),
-                        **adamw)
+        matrices = dict(lr=pick(s.matrix_lr, s.learning_rate),
+                        weight_decay=pick(s.matrix_wd, s.weight_decay), **adamw)
     groups = [
-        # hidden matrices W~: weight-decayed, so ||W~|| settles at its equilibrium ~ sqrt(lr/wd) (paper sec. 1)
+        # hidden matrices W~, weight-decayed: ||W~|| settles at equilibrium ~ sqrt(lr/wd) (sec. 1)
         dict(name='matrices', params=kinds['matrices'], **matrices),
         # token embedding and LM head: matrices too, but per-token rows: always AdamW
-        dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate, weight_decay=s.weight_decay,
-             **adamw),
-        # RMSNorm gains are vectors: their gradients average over many entries, no weight decay needed
+        dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate,
+             weight_decay=s.weight_decay, **adamw),
+        # RMSNorm gains are vectors: their gradients average over many entries; no weight decay
         dict(name='gains', params=kinds['gains'], lr=s.learning_rate, weight_decay=0.0, **adamw),
-        # learnable multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
+        # multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
         dict(name='multipliers', params=kinds['multipliers'], lr=pick(s.mult_lr, s.learning_rate),
              weight_decay=s.mult_wd, **adamw),
     ]
-    if s.freeze_gains:  # the gains act as column multipliers and partly compensate a scale: take them out
+    if s.freeze_gains:  # gains act as column multipliers and partly compensate a scale: drop them
         groups = [g for g in groups if g['name'] != 'gains']
         for p in kinds['gains']:
             p.requires_grad_(False)
@@ -226,11 +225,10 @@ def make_optimizer(groups, s, device):
 
 
 def lr_factor(it, s):
-    """The factor on every group's peak LR at step it: linear warmup, then cosine or warmup-stable-decay.
-
-    wsd holds the peak, then decays exponentially to min_lr over the last decay_frac of the steps. The
-    defaults give x10 over the last fifth; the paper's runs used x8 over the last sixth (5B of 30B tokens):
-    --decay_frac 0.167 with min_lr = learning_rate / 8.
+    """The factor on every group's peak LR at step it: linear warmup, then cosine or wsd
+    (warmup-stable-decay): the peak held, then an exponential decay to min_lr over the last
+    decay_frac of the steps. The defaults give x10 over the last fifth; the paper's runs used x8
+    over the last sixth (5B of 30B tokens): --decay_frac 0.167 with min_lr = learning_rate / 8.
     """
     decay_iters, min_ratio = s.lr_decay_iters or s.max_iters, s.min_lr / s.learning_rate
     if it < s.warmup_iters:
@@ -245,29 +243,30 @@ def lr_factor(it, s):
 
 def grad_norm(params):
     grads = [p.grad for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def clip_gradients(groups, s):
-    """Clip the global gradient norm to --grad_clip; return the pre-clip norms (the rest, the multipliers)."""
+    """Clip the global gradient norm to --grad_clip; return pre-clip norms (rest, multipliers)."""
     mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
     rest = [p for g in groups if g['name'] != 'multipliers' for p in g['params']]
     rest_norm, mult_norm = grad_norm(rest), grad_norm(mults)
     if s.grad_clip > 0:
-        # paper rule 2: multipliers are EXCLUDED from the global norm and from the clipping; early on their
-        # gradients dominate the norm, so including them shrinks every other update (--clip_multipliers)
+        # paper rule 2: multipliers are EXCLUDED from the norm and the clipping; early on their
+        # gradients dominate it, so including them shrinks every other update (--clip_multipliers)
         clipped = rest + mults if s.clip_multipliers else rest
         norm = torch.hypot(rest_norm, mult_norm) if s.clip_multipliers else rest_norm
         grads = [p.grad for p in clipped if p.grad is not None]
-        torch._foreach_mul_(grads, (s.grad_clip / (norm + 1e-6)).clamp(max=1.0))  # g <- g * min(1, clip/||g||)
+        factor = (s.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, factor)  # g <- g * min(1, clip/||g||)
     return rest_norm, mult_norm
 
 
 def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
-    """One optimizer step: --grad_accum micro-batches, backward, clip, step.
-
-    Returns the mean loss and the pre-clip gradient norms (the rest, the multipliers), as tensors.
-    """
+    """One optimizer step: --grad_accum micro-batches, backward, clip, step. Returns the mean loss
+    and the pre-clip gradient norms (the rest, the multipliers), as tensors."""
     loss_sum = 0.0
     for micro_step in range(s.grad_accum):
         # under DDP, average the gradients over the ranks only once, after the last micro-batch
@@ -275,7 +274,7 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
         x, y = next_batch()
         with autocast:
             logits, loss = step_model(x, y)
-            if s.z_loss:  # z-loss keeps the softmax normalizer near 1: loss += z * mean(logsumexp(logits)^2)
+            if s.z_loss:  # keeps softmax normalizer near 1: loss += z * mean(logsumexp(logits)^2)
                 loss = loss + s.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
             loss = loss / s.grad_accum
         scaler.scale(loss).backward()
@@ -294,10 +293,8 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
 
 @torch.no_grad()
 def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
-    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1).
-
-    Under DDP each rank evaluates its rows of every batch and the means are averaged over the ranks.
-    """
+    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1). Under
+    DDP each rank evaluates its rows of every batch and the means are averaged over the ranks."""
     model.eval()
     losses, rows = {}, slice(rank * s.batch_size, (rank + 1) * s.batch_size)
     for split in ('train', 'val'):
@@ -320,9 +317,9 @@ def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
 
 
 def stop(it, what, last_saved, ckpt_path):
-    """A non-finite loss or gradient: one line, exit code 1, and the last good checkpoint left as it is."""
-    kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' if last_saved is not None \
-        else 'no checkpoint was written'
+    """A non-finite loss or gradient: one line, exit code 1, and the last good checkpoint kept."""
+    kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
+        if last_saved is not None else 'no checkpoint was written'
     print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -334,32 +331,34 @@ def train(s):
     rank, world_size, device_name = init_distributed(s.device)  # torchrun: one process per device
     master = rank == 0  # the one process that prints, logs and saves
     device, dtype, autocast = pick_device(device_name, s.dtype)
-    torch.manual_seed(s.seed + rank)  # the same initial model on every rank (DDP copies rank 0's anyway)
+    torch.manual_seed(s.seed + rank)  # rank 0 = one process; DDP copies rank 0's weights
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
     vocab_size = s.vocab_size or data.vocab_size
     if vocab_size < data.vocab_size:
         fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    for split in ('train', 'val'):  # every split must hold at least one window of block_size + 1 tokens
+    for split in ('train', 'val'):  # each split needs at least one window of block_size + 1 tokens
         try:
             data.get_batch(split, 1, s.block_size, torch.Generator())
         except ValueError as err:
             fail(f'--block_size {s.block_size}: {err}')
     tokens_per_iter = s.batch_size * s.block_size * s.grad_accum * world_size
     if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
-        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: a batch larger '
-             f"than the whole training split ({data.num_tokens('train'):,} tokens)")
+        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
+             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
     model, groups, optimizer = build(s, vocab_size, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
-    batches = torch.Generator().manual_seed(s.seed)  # the batches' own random stream, the same on every rank
-    start_iter, elapsed, last_saved, ckpt_path = 0, 0.0, None, os.path.join(s.out_dir, 'ckpt.pt')
+    batches = torch.Generator().manual_seed(s.seed)  # the batches' own RNG, the same on every rank
+    ckpt_path = os.path.join(s.out_dir, 'ckpt.pt')
+    start_iter, elapsed, last_saved = 0, 0.0, None
     if s.resume:
         ckpt = load_checkpoint(ckpt_path, device, '--resume')
         if ckpt['model_config']['vocab_size'] != vocab_size:
             fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
                  f"{ckpt['model_config']['vocab_size']}")
         if ckpt.get('world_size', 1) != world_size:
-            fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, not {world_size}")
+            fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
+                 f"not {world_size}")
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         scaler.load_state_dict(ckpt['scaler'])
@@ -368,7 +367,7 @@ def train(s):
         if 'cuda' in ckpt['rng'] and device.type == 'cuda':
             torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
         start_iter, elapsed, last_saved = ckpt['iter'], ckpt['elapsed'], ckpt['iter']
-        for g, now in zip(optimizer.param_groups, groups):  # flags given now win over the saved groups
+        for g, now in zip(optimizer.param_groups, groups):  # flags given now win over saved groups
             g.update({k: v for k, v in now.items() if k != 'params'}, initial_lr=now['lr'])
         if master:
             truncate_log(s.out_dir, start_iter)
@@ -380,18 +379,20 @@ def train(s):
     n_params = sum(p.numel() for p in model.parameters())
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
     log = print if master else lambda *args, **kwargs: None
-    log(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; device {device}, '
-        f'{dtype}, compile {use_compile}; {world_size} process(es), {tokens_per_iter:,} tokens per step')
+    log(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; '
+        f'device {device}, {dtype}, compile {use_compile}; {world_size} process(es), '
+        f'{tokens_per_iter:,} tokens per step')
     os.makedirs(s.out_dir, exist_ok=True)
 
     def next_batch():  # this rank's rows of the step's batch
         rows = slice(rank * s.batch_size, (rank + 1) * s.batch_size)
         x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
         if device.type == 'cuda':
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            x = x.pin_memory().to(device, non_blocking=True)
+            y = y.pin_memory().to(device, non_blocking=True)
         return x, y
 
-    attention_flops = 12 * s.n_layer * s.n_embd * s.block_size  # per token, as in the PaLM paper's count
+    attention_flops = 12 * s.n_layer * s.n_embd * s.block_size  # per token (the PaLM paper's count)
     flops_per_iter = (6 * n_params + attention_flops) * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
@@ -401,49 +402,52 @@ def train(s):
         for g in optimizer.param_groups:
             g['lr'] = g['initial_lr'] * lr_scale
 
-        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its first one).
-        # Under DDP all ranks get the same losses, so all take the same decisions.
+        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its
+        # first one). Under DDP all ranks get the same losses, so all take the same decisions.
         if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
             losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
             elapsed, t0 = elapsed + time.time() - t0, time.time()
             finite = all(math.isfinite(v) for v in losses.values()) and \
                 all(torch.isfinite(p).all() for p in model.parameters())
             if not finite:
-                stop(it, f"the loss or the weights are not finite (val loss {losses['val']})", last_saved, ckpt_path)
-            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # each group's LR, by name
+                stop(it, f"the loss or the weights are not finite (val loss {losses['val']})",
+                     last_saved, ckpt_path)
+            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
             rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
             if device.type == 'cuda':
                 rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
             if master:
-                append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
-                                           val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer,
-                                           **lrs, **model.observables()))
+                evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
+                                  val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer)
+                append_log(s.out_dir, dict(**evaluation, **lrs, **model.observables()))
                 print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
-                                scaler=scaler.state_dict(), elapsed=elapsed, rng=rng, world_size=world_size)
+                save_checkpoint(ckpt_path, model, s, data.meta, it,
+                                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                                elapsed=elapsed, rng=rng, world_size=world_size)
             last_saved = it
             timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
         if it == s.max_iters:
             break
 
-        loss, (grad_norm, mult_grad_norm) = train_step(step_model, optimizer, scaler, groups, s, next_batch,
-                                                       autocast)
+        loss, (rest_norm, mult_norm) = train_step(step_model, optimizer, scaler, groups, s,
+                                                       next_batch, autocast)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
                 dist.all_reduce(loss)
                 loss /= world_size
-            loss, grad_norm, mult_grad_norm = loss.item(), grad_norm.item(), mult_grad_norm.item()  # waits
-            if not all(math.isfinite(v) for v in (loss, grad_norm, mult_grad_norm)):
-                stop(it + 1, f'training loss {loss}, gradient norm {grad_norm} (multipliers {mult_grad_norm})',
-                     last_saved, ckpt_path)
+            # .item() waits for the device
+            loss, rest_norm, mult_norm = loss.item(), rest_norm.item(), mult_norm.item()
+            if not all(math.isfinite(v) for v in (loss, rest_norm, mult_norm)):
+                stop(it + 1, f'training loss {loss}, gradient norm {rest_norm} '
+                     f'(multipliers {mult_norm})', last_saved, ckpt_path)
             dt = (time.time() - timer) / timed_iters
             mfu = f', MFU {flops_per_iter / dt / peak:.1%}' if peak else ''
-            log(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tokens/s, '
-                f'grad norm {grad_norm:.3f}{mfu}')
-            if master:  # a step line (no val_loss): the pre-clip gradient norms, without and of the multipliers
-                append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=grad_norm,
-                                           mult_grad_norm=mult_grad_norm, ms_per_iter=dt * 1000))
+            log(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, '
+                f'{tokens_per_iter / dt:,.0f} tokens/s, grad norm {rest_norm:.3f}{mfu}')
+            if master:  # a step line (no val_loss); pre-clip grad norms: the rest, the multipliers
+                append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=rest_norm,
+                                           mult_grad_norm=mult_norm, ms_per_iter=dt * 1000))
             timer, timed_iters = time.time(), 0
     if losses:
         log(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
@@ -461,7 +465,8 @@ def print_sample(model, data, s, device):
         print(f'no sample: {err}')
         return
     start = torch.tensor([tokenizer.encode('\n')], device=device)
-    print('---- sample ----\n' + tokenizer.decode(model.generate(start, s.sample_tokens, top_k=200)[0].tolist()))
+    ids = model.generate(start, s.sample_tokens, top_k=200)[0].tolist()
+    print('---- sample ----\n' + tokenizer.decode(ids))
 
 
 def main(argv=None):

@@ -23,7 +23,8 @@ META_KEYS = ('vocab_size', 'tokenizer', 'dtype', 'header_bytes', 'train', 'val')
 FINEWEB_MAGIC, FINEWEB_VERSION, FINEWEB_HEADER_BYTES = 20240520, 1, 1024
 # GPT-2's BPE without the network: a .tiktoken file of its ranks, named by this environment variable
 GPT2_BPE_ENV = 'NANOLRM_GPT2_BPE'
-GPT2_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"  # GPT-2's pre-split
+# GPT-2's pre-split
+GPT2_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"
 
 
 # ----------------------------------------------------------------------------- writing
@@ -47,7 +48,7 @@ def write_tokens(path, ids):
 
 
 def write_meta(folder, meta):
-    """Write meta.json atomically. Write it last: a folder with a meta.json is a complete dataset."""
+    """Write meta.json atomically, and last: a folder with a meta.json is a complete dataset."""
     path = os.path.join(folder, 'meta.json')
     with open(f"{path}.tmp", 'w') as f:
         json.dump(meta, f, indent=1)
@@ -91,7 +92,8 @@ class CharTokenizer:
 
 
 def gpt2_encoding():
-    """GPT-2's BPE: read from the .tiktoken file $NANOLRM_GPT2_BPE names, else tiktoken's (downloaded once)."""
+    """GPT-2's BPE: read from the .tiktoken file $NANOLRM_GPT2_BPE names, else tiktoken's
+    (downloaded once)."""
     import tiktoken  # only this tokenizer needs tiktoken
     path = os.environ.get(GPT2_BPE_ENV)
     if not path:
@@ -116,10 +118,12 @@ def get_tokenizer(meta, encoding=None):
         try:
             enc = encoding or gpt2_encoding()
         except OSError as err:  # tiktoken's first use downloads the BPE files
-            raise RuntimeError(f"tiktoken could not fetch GPT-2's BPE files (needed once; offline, set "
-                               f"${GPT2_BPE_ENV} to a gpt2.tiktoken file): {err}") from None
+            message = (f"tiktoken could not fetch GPT-2's BPE files (needed once; offline, set "
+                       f"${GPT2_BPE_ENV} to a gpt2.tiktoken file): {err}")
+            raise RuntimeError(message) from None
+        special = {'<|endoftext|>'}
         return SimpleNamespace(vocab_size=enc.n_vocab, decode=enc.decode,
-                               encode=lambda text: enc.encode(text, allowed_special={'<|endoftext|>'}))
+                               encode=lambda text: enc.encode(text, allowed_special=special))
     raise ValueError(f"unknown tokenizer {kind!r}: expected char, byte or gpt2")
 
 
@@ -138,26 +142,27 @@ def read_text(path):
 
 
 def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=None):
-    """Split text into its first 1 - val_fraction (train) and the rest (val), as nanoGPT splits it, tokenize
-    each, write train.bin, val.bin and then meta.json into out_folder; return the meta dict."""
+    """Split text into its first 1 - val_fraction (train) and the rest (val), as nanoGPT splits it,
+    tokenize each, write train.bin, val.bin and then meta.json into out_folder; return the meta."""
     if not text:
         raise ValueError("the input text is empty: nothing to tokenize")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    chars = ''.join(sorted(set(text))) if tokenizer == 'char' else None  # the char vocabulary, in id order
+    chars = ''.join(sorted(set(text))) if tokenizer == 'char' else None  # vocabulary in id order
     tok = get_tokenizer({'tokenizer': tokenizer, 'chars': chars}, encoding)
-    meta = {'vocab_size': tok.vocab_size, 'tokenizer': tokenizer, 'dtype': 'uint16', 'header_bytes': 0,
-            'train': ['train.bin'], 'val': ['val.bin']}
+    meta = {'vocab_size': tok.vocab_size, 'tokenizer': tokenizer, 'dtype': 'uint16',
+            'header_bytes': 0, 'train': ['train.bin'], 'val': ['val.bin']}
     if chars:
         meta['chars'] = chars
-    split = int(len(text) * (1 - val_fraction))  # split the text, not the tokens: nanoGPT's token counts
-    train_ids, val_ids = (np.array(tok.encode(part), dtype=np.int64) for part in (text[:split], text[split:]))
+    split = int(len(text) * (1 - val_fraction))  # split the text, not the tokens: nanoGPT's counts
+    train_ids = np.array(tok.encode(text[:split]), dtype=np.int64)
+    val_ids = np.array(tok.encode(text[split:]), dtype=np.int64)
     check_tokens(train_ids, 'train.bin')  # check both splits before writing either
     check_tokens(val_ids, 'val.bin')
     os.makedirs(out_folder, exist_ok=True)
     old_meta = os.path.join(out_folder, 'meta.json')
     if os.path.exists(old_meta):
-        os.remove(old_meta)  # it would describe a half-rewritten folder until the new meta.json is written
+        os.remove(old_meta)  # it would describe a half-rewritten folder until the new one exists
     write_tokens(os.path.join(out_folder, 'train.bin'), train_ids)
     write_tokens(os.path.join(out_folder, 'val.bin'), val_ids)
     write_meta(out_folder, meta)
@@ -169,7 +174,7 @@ def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=
 # ----------------------------------------------------------------------------- reading
 
 def check_fineweb_header(path):
-    """Check a FineWeb shard's header (magic, version, token count vs file size); return its token count."""
+    """Check a FineWeb shard's header (magic, version, token count vs size); return the count."""
     header = np.fromfile(path, dtype=np.int32, count=FINEWEB_HEADER_BYTES // 4)
     if len(header) < FINEWEB_HEADER_BYTES // 4 or header[0] != FINEWEB_MAGIC:
         raise ValueError(f"{path} is not a FineWeb shard (no header with magic {FINEWEB_MAGIC})")
@@ -195,7 +200,7 @@ def open_tokens(path, header_bytes):
 
 
 class TokenData:
-    """A dataset folder, memory-mapped: samples random training windows from its train or val files."""
+    """A dataset folder, memory-mapped: samples random windows from its train or val files."""
 
     def __init__(self, folder):
         self.folder, self.meta = folder, read_meta(folder)
@@ -210,21 +215,23 @@ class TokenData:
         """(x, y) int64 of shape (batch_size, block_size), y = x shifted by one token.
         Windows are uniform over all windows of the split and never cross a file boundary; the only
         randomness is `generator`, so restoring its state reproduces the batches exactly.
-        rows: build only these rows of the batch (under DDP each rank takes its share of one batch)."""
+        rows: build only these rows of the batch (under DDP: each rank's share of one batch)."""
         files = self.files[split]
-        # a window is block_size + 1 consecutive tokens of one file: a file of n tokens holds n - block_size
+        # a window: block_size + 1 consecutive tokens of one file; n tokens hold n - block_size
         counts = torch.tensor([max(len(f) - block_size, 0) for f in files], dtype=torch.int64)
         if counts.sum() == 0:
             longest = max((len(f) for f in files), default=0)
-            raise ValueError(f"the {split} files of {self.folder} are too short for block_size {block_size}: "
-                             f"the longest has {longest} tokens, a window needs {block_size + 1}")
+            raise ValueError(f"the {split} files of {self.folder} are too short for block_size "
+                             f"{block_size}: the longest has {longest} tokens, a window needs "
+                             f"{block_size + 1}")
         ends = counts.cumsum(0)  # windows ends[i] - counts[i] .. ends[i] - 1 belong to file i
-        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)[rows]  # uniform over all windows
+        # uniform over all windows
+        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)[rows]
         file_ids = torch.searchsorted(ends, picks, right=True)
         starts = picks - (ends[file_ids] - counts[file_ids])  # where each window starts in its file
         tokens = torch.stack([torch.from_numpy(files[f][s:s + block_size + 1].astype(np.int64))
                               for f, s in zip(file_ids.tolist(), starts.tolist())])
-        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # contiguous: a loss may .view() them
+        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # a loss may .view() them
 
 
 # ----------------------------------------------------------------------------- downloading
@@ -260,11 +267,12 @@ def download(url, path, chunk_bytes=1 << 20):
     except (OSError, http.client.HTTPException, ValueError) as err:
         raise RuntimeError(f"could not download {url}: {err}") from None
     if total is not None and done != total:
-        raise RuntimeError(f"could not download {url}: got {done} of {total} bytes; run again to resume")
+        raise RuntimeError(f"could not download {url}: got {done} of {total} bytes; "
+                           "run again to resume")
     os.replace(part, path)
 
 
-# ----------------------------------------------------------------------------- the prepare.py scripts
+# ----------------------------------------------------------------------------- prepare.py scripts
 
 def run_prepare(parser, prepare):
     """A prepare.py script's main: prepare(**flags) (each flag's dest is a parameter of prepare).
