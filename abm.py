@@ -62,17 +62,20 @@ def compare(run_dir, matrices=MATRICES):
     candidates = [f'{n}.{k}' for n in names for k in ('weight_rms', 'scalar_mult_mean')]
     keys = [key for key in candidates if key in real[0]]
     iters = sorted(real)
-    return dict(run=run_dir, optimizer=s.optimizer, iters=iters,
-                lr_times_wd_steps=time_constants(s),
+    lr, wd = matrix_lr_wd(s)
+    mults = '+'.join(k[0] for k in ('scalar', 'row', 'col') if getattr(s, f'{k}_mult')) or 'none'
+    label = f'{s.optimizer}, S = sqrt(lr/wd) = {(lr / wd) ** 0.5:.3g} (lr {lr:g}, wd {wd:g}), mults {mults}'
+    return dict(run=run_dir, label=label, iters=iters,
+                lr_times_wd_steps=sum(lr * wd * train.lr_factor(it, s) for it in range(s.max_iters)),
                 real={k: [real[i][k] for i in iters] for k in keys},
                 noise={k: [noise[i][k] for i in iters] for k in keys})
 
 
-def time_constants(s):
-    """How many equilibrium times 1/(lr*wd) the hidden matrices' run lasts: sum_t lr_t * wd."""
-    lr, wd = (s.muon_lr, train.pick(s.muon_wd, s.weight_decay)) if s.optimizer == 'muon' else \
-        (train.pick(s.matrix_lr, s.learning_rate), train.pick(s.matrix_wd, s.weight_decay))
-    return sum(lr * wd * train.lr_factor(it, s) for it in range(s.max_iters))
+def matrix_lr_wd(s):
+    """The peak LR and the weight decay of the hidden matrices W~, as train.param_groups() sets them."""
+    if s.optimizer == 'muon':
+        return s.muon_lr, train.pick(s.muon_wd, s.weight_decay)
+    return train.pick(s.matrix_lr, s.learning_rate), train.pick(s.matrix_wd, s.weight_decay)
 
 
 def plot(results, path):
@@ -100,8 +103,8 @@ def plot(results, path):
         for ax in row:
             ax.set_xlabel('step', fontsize=8)
             ax.tick_params(labelsize=7)
-        row[0].set_ylabel(f"{r['optimizer']}, {os.path.basename(os.path.normpath(r['run']))[:28]}\n"
-                          f"{r['lr_times_wd_steps']:.1f} equilibrium times", fontsize=7)
+        row[0].set_ylabel(f"{r['label']}\n{r['lr_times_wd_steps']:.1f} equilibrium times".replace(', ', '\n', 2),
+                          fontsize=7)
         row[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
