@@ -18,6 +18,9 @@ NOT Muon, but AdamW (per-coordinate steps):
 
 Param groups carry use_muon=True (Muon) or use_muon=False (AdamW), each with its own lr and
 weight_decay. Weight decay is decoupled in both kinds: W <- W * (1 - lr*wd), before the update.
+The algorithm exists once: muon_update() is steps 1-3 for one matrix or a batch, and MuonAdamW
+calls the same three functions (muon_momentum, zeropower_via_newtonschulz5, shape_scale) on each
+bucket of same-shape matrices stacked into one batch.
 
 Distributed: when torch.distributed is initialized, every rank still updates every momentum buffer
 (cheap, and any rank's state_dict is then complete), but each rank orthogonalizes only its share of
@@ -65,16 +68,21 @@ def shape_scale(rows, cols, scale='original'):
     raise ValueError(f"unknown Muon scale {scale!r}: use 'original' or 'match_rms_adamw'")
 
 
+def muon_momentum(grad, momentum_buffer, beta=0.95, nesterov=True):
+    """Muon's step 1: update momentum_buffer in place; return U, the matrix to orthogonalize."""
+    momentum_buffer.lerp_(grad, 1 - beta)  # B <- beta*B + (1-beta)*G
+    # U = (1-beta)*G + beta*B (Nesterov), or U = B
+    return grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
+
+
 def muon_update(grad, momentum_buffer, beta=0.95, nesterov=True, ns_steps=5, scale='original'):
     """Muon's update O for a matrix or a batch (..., rows, cols); the step is W <- W - lr*O.
 
     Updates momentum_buffer in place, like every optimizer's state.
     """
-    momentum_buffer.lerp_(grad, 1 - beta)  # B <- beta*B + (1-beta)*G
-    # U = (1-beta)*G + beta*B (Nesterov), or U = B
-    update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
-    update = zeropower_via_newtonschulz5(update, steps=ns_steps)  # O ~ P Q^T where U = P S Q^T
-    return update * shape_scale(grad.size(-2), grad.size(-1), scale)
+    update = muon_momentum(grad, momentum_buffer, beta, nesterov)  # 1. momentum
+    update = zeropower_via_newtonschulz5(update, steps=ns_steps)  # 2. O ~ P Q^T where U = P S Q^T
+    return update * shape_scale(grad.size(-2), grad.size(-1), scale)  # 3. shape scale
 
 
 def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas=(0.9, 0.95), eps=1e-8,
@@ -141,7 +149,8 @@ class MuonAdamW(torch.optim.Optimizer):
         return loss
 
     def _muon_step(self, group, params):
-        lr, beta = group['lr'], group['momentum']
+        """muon_update's three steps on each bucket of same-shape matrices, batched, sharded."""
+        lr = group['lr']
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         # one bucket per shape, in the same order on every rank
@@ -150,23 +159,24 @@ class MuonAdamW(torch.optim.Optimizer):
             for p in bucket:
                 if 'momentum_buffer' not in self.state[p]:
                     self.state[p]['momentum_buffer'] = torch.zeros_like(p)
-            grads = [p.grad for p in bucket]
-            bufs = [self.state[p]['momentum_buffer'] for p in bucket]
-            # momentum as in muon_update, on lists: every rank, every matrix
-            torch._foreach_lerp_(bufs, grads, 1 - beta)  # B <- beta*B + (1-beta)*G
-            # U = (1-beta)*G + beta*B (Nesterov), or U = B
-            updates = torch._foreach_lerp(grads, bufs, beta) if group['nesterov'] else bufs
-            # orthogonalize the bucket in one batched call; several ranks take an equal share each
+            buffers = [self.state[p]['momentum_buffer'] for p in bucket]
+            # 1. momentum, on every rank for every matrix (so any rank's state_dict is complete)
+            stacked_buffers = torch.stack(buffers)
+            updates = muon_momentum(torch.stack([p.grad for p in bucket]), stacked_buffers,
+                                    group['momentum'], group['nesterov'])
+            torch._foreach_copy_(buffers, list(stacked_buffers.unbind(0)))
+            # 2. orthogonalize in one batched call; with several ranks, each takes an equal share
             share = -(-len(bucket) // world)  # ceil(n / world)
-            padding = [torch.zeros_like(updates[0])] * (share * world - len(bucket))  # NS(0) = 0
-            stacked = torch.stack([*updates, *padding])
-            my_updates = stacked[rank * share:(rank + 1) * share]
-            mine = zeropower_via_newtonschulz5(my_updates, steps=group['ns_steps'])
+            padding = updates.new_zeros((share * world - len(bucket), *shape))  # NS(0) = 0
+            updates = torch.cat([updates, padding])
+            mine = zeropower_via_newtonschulz5(updates[rank * share:(rank + 1) * share],
+                                               steps=group['ns_steps'])
             if world > 1:
-                dist.all_gather(list(stacked.chunk(world)), mine)  # every rank receives every share
+                dist.all_gather(list(updates.chunk(world)), mine)  # every rank gets every share
             else:
-                stacked = mine
-            orthogonal = list(stacked[:len(bucket)].unbind(0))
+                updates = mine
+            orthogonal = list(updates[:len(bucket)].unbind(0))
+            # 3. shape scale, decoupled weight decay, and the step
             scale = shape_scale(*shape, group['muon_scale'])
             torch._foreach_mul_(bucket, 1 - lr * group['weight_decay'])  # W <- W * (1 - lr*wd)
             torch._foreach_add_(bucket, orthogonal, alpha=-lr * scale)  # W <- W - lr * scale * O
