@@ -90,7 +90,8 @@ def main(argv):
     for optimizer in ('adamw', 'muon'):
         for mults in (False, True):
             # both columns set every multiplier flag, whatever the command line said
-            variant = replace(s, optimizer=optimizer, scalar_mult=mults, row_mult=mults, col_mult=mults)
+            kinds = dict(scalar_mult=mults, row_mult=mults, col_mult=mults)
+            variant = replace(s, optimizer=optimizer, **kinds)
             rows[optimizer, mults] = bench_train_step(variant, device, autocast, vocab_size)
     print('| training step | no multipliers (ms) | scalar+row+col (ms) | multiplier overhead |\n'
           '|---|---|---|---|')
