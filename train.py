@@ -430,7 +430,7 @@ def train(s):
             break
 
         loss, (rest_norm, mult_norm) = train_step(step_model, optimizer, scaler, groups, s,
-                                                       next_batch, autocast)
+                                                  next_batch, autocast)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
