@@ -11,7 +11,8 @@ import torch
 
 from data.common import get_tokenizer
 from model import GPT, GPTConfig
-from runtime import doc, fail, load_checkpoint, parse_flags, pick_device, save_checkpoint
+from runtime import (check_ranges, doc, fail, load_checkpoint, parse_flags, pick_device,
+                     save_checkpoint)
 
 
 @dataclass
@@ -19,13 +20,14 @@ class SampleSettings:
     out_dir: str = doc('out', 'folder holding ckpt.pt (written by train.py)')
     ckpt: str = doc('', 'checkpoint path (default: out_dir/ckpt.pt)')
     prompt: str = doc('\n', 'text to continue')
-    num_samples: int = doc(1, 'samples to draw')
-    max_new_tokens: int = doc(500, 'tokens per sample')
-    temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)')
-    top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)')
+    num_samples: int = doc(1, 'samples to draw', allowed='[0, inf)')
+    max_new_tokens: int = doc(500, 'tokens per sample', allowed='[0, inf)')
+    temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)',
+                             allowed='(0, inf)')
+    top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)', allowed='[0, inf)')
     fold: bool = doc(False, 'fold the multipliers into the matrices (same logits, baseline size)')
     export: str = doc('', 'save the (folded) model at this path (a checkpoint sample.py can load)')
-    seed: int = doc(1337, 'random seed')
+    seed: int = doc(1337, 'random seed', allowed='[0, 4294967295]')
     device: str = doc('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
 
 
@@ -39,6 +41,7 @@ def load_model(s, device):
 
 def main(argv):
     s = SampleSettings(**parse_flags(argv, SampleSettings))
+    check_ranges(s)
     device, _, _ = pick_device(s.device)
     torch.manual_seed(s.seed)
     model, ckpt = load_model(s, device)

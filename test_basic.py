@@ -582,6 +582,16 @@ def bad_values(f):
 SETTINGS_WITHOUT_RANGE = {'dataset', 'input', 'out_dir'}  # free text
 
 
+@pytest.mark.parametrize('field', [f for f in dataclasses.fields(sample.SampleSettings)
+                                   if f.metadata['allowed']], ids=lambda f: f.name)
+def test_every_sample_setting_rejects_bad_values_in_one_line(field, capsys):
+    for value in bad_values(field):
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main([f'--{field.name}', value])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and '\n' not in err and f'--{field.name}' in err, (value, err)
+
+
 @pytest.mark.parametrize('field', [f for f in dataclasses.fields(train.Settings)
                                    if f.name not in SETTINGS_WITHOUT_RANGE], ids=lambda f: f.name)
 def test_every_setting_rejects_bad_values_in_one_line(field, capsys):
