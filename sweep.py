@@ -127,6 +127,8 @@ def main(argv):
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, 'train.log'), 'a') as log:
                 code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; a new sweep resumes the run
+                fail(f'{name} was stopped by signal {-code}; run the same command again to resume it')
             if code == 2:  # a bad flag or setting: every run would fail the same way
                 fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
             status = 'ok' if code == 0 else f'exit {code}'

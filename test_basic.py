@@ -925,6 +925,15 @@ def test_sweep_runs_the_grid_tabulates_and_skips_finished_runs(tiny_sweep, monke
     assert len(sweep.main(argv)) == 4  # resumed from results.json: nothing to run
 
 
+def test_sweep_records_no_result_for_a_run_stopped_by_a_signal(tmp_path, monkeypatch, capsys):
+    stopped = subprocess.CompletedProcess([], returncode=-15)  # e.g. kill or Ctrl-C
+    monkeypatch.setattr(subprocess, 'run', lambda *args, **kwargs: stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(['--out_dir', str(tmp_path), '--grid', 'dropout=0', '--', '--max_iters', '1'])
+    assert exit_info.value.code == 2 and 'run the same command again' in capsys.readouterr().err
+    assert not (tmp_path / 'results.json').exists()  # the next sweep resumes the run
+
+
 def test_sweep_rejects_bad_grids_in_one_line(capsys):
     for argv in (['--out_dir', 'x', '--grid', 'lr'], ['--out_dir', 'x', '--grid', 'a:b=1'],
                  ['--out_dir', 'x', '--', '--seed', '3']):
