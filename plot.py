@@ -45,6 +45,19 @@ def errorbar(ax, points, **style):
     ax.errorbar(xs, means, stds, marker='o', capsize=3, **style)
 
 
+def log_axis(ax, which, ticks=None):
+    """A log-scale axis with plain numbers (at ticks, if given) and no crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    getattr(ax, f'set_{which}scale')('log')
+    axis = getattr(ax, f'{which}axis')
+    if ticks is not None:
+        axis.set_ticks(ticks)
+    else:
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f'{value:.3g}'))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def mult_label(point):
     """'none', 's', 'r+c', 's+r+c', ... from a grid point's multiplier flags."""
     names = ('scalar_mult', 'row_mult', 'col_mult')
@@ -107,7 +120,7 @@ def plot_sweep(paths, x, out):
             lines[label][float(point[x])].append(r['final_val_loss'])
         for label, points in sorted(lines.items()):
             errorbar(ax, points, label=label)
-        ax.set_xscale('log')
+        log_axis(ax, 'x', sorted({float(r['point'][x]) for r in read_results(path)}))
         ax.set_xlabel(x, fontsize=8)
         ax.set_ylabel('final val loss', fontsize=8)
         ax.set_title(os.path.basename(os.path.dirname(path)), fontsize=8)
@@ -152,11 +165,11 @@ def plot_equilibrium(paths, out):
             y0 = hidden_mean(reference[0]['final'], '.weight_rms')
             row[1].plot(xs, [y0 * x / xs[0] for x in xs], 'k:', lw=1, label='∝ S')
         for ax in row:
-            ax.set_xscale('log')
+            log_axis(ax, 'x', xs)
             ax.set_xlabel('S = sqrt(lr / wd) of the hidden matrices', fontsize=8)
             ax.legend(fontsize=7)
         for ax in row[1:]:
-            ax.set_yscale('log')
+            log_axis(ax, 'y')
     save(fig, out)
 
 
