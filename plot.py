@@ -196,7 +196,9 @@ def plot_clipping(sweep_dir, out, early=300):
     axes[0, 0].axhline(1.0, color='k', lw=0.8, ls=':', label='clip threshold')
     axes[0, 0].set_yscale('log')
     axes[0, 0].set_title(f'pre-clip gradient norms, first {early} steps', fontsize=8)
-    axes[0, 0].legend(fontsize=6)
+    top = axes[0, 0].get_ylim()[1]
+    axes[0, 0].set_ylim(top=top * 30)  # room for the legend above the curves
+    axes[0, 0].legend(fontsize=6, loc='upper right', ncol=2)
     for seed in sorted({r['seed'] for r in runs}):
         pair = {r['point']['clip_multipliers'] in ('1', 'true', 'True'): logs[r['name']][0]
                 for r in runs if r['seed'] == seed}
