@@ -16,6 +16,7 @@ every sweep run into out_dir, so several grids can share one table).
 To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python sweep.py ...
 """
 import argparse
+import fcntl
 import itertools
 import json
 import math
@@ -90,6 +91,24 @@ def write_table(records, path):
         f.write('\n'.join(lines) + '\n')
 
 
+def add_record(out_dir, record=None):
+    """Append a run's record to out_dir/results.json (and rewrite results.md); return all records.
+
+    A file lock makes the read-and-rewrite safe for sweeps side by side in one folder (they should
+    run different grid points: each skips only what is recorded when it reaches a run).
+    """
+    path = os.path.join(out_dir, 'results.json')
+    with open(os.path.join(out_dir, '.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.load(open(path)) if os.path.exists(path) else []
+        if record is not None:
+            records.append(record)
+            with open(path, 'w') as f:
+                json.dump(records, f, indent=1)
+            write_table(records, os.path.join(out_dir, 'results.md'))
+    return records
+
+
 def main(argv):
     extra = []
     if '--' in argv:  # everything after -- goes to every run
@@ -108,10 +127,8 @@ def main(argv):
         fail(f'{taken[0]} after --: '
              'the sweep sets --out_dir, --seed and --resume of each run itself')
     axes = [parse_axis(text) for text in args.grid] or [[{}]]
-    results_path = os.path.join(args.out_dir, 'results.json')
-    records = json.load(open(results_path)) if os.path.exists(results_path) else []
-    done = {r['name'] for r in records}
     os.makedirs(args.out_dir, exist_ok=True)
+    done = {r['name'] for r in add_record(args.out_dir)}
     for combo in itertools.product(*axes):
         point = dict(kv for p in combo for kv in p.items())
         for seed in range(args.seed, args.seed + args.seeds):
@@ -127,8 +144,9 @@ def main(argv):
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, 'train.log'), 'a') as log:
                 code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-            if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; a new sweep resumes the run
-                fail(f'{name} was stopped by signal {-code}; run the same command again to resume it')
+            if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; the next sweep resumes it
+                fail(f'{name} was stopped by signal {-code}; '
+                     'run the same command again to resume it')
             if code == 2:  # a bad flag or setting: every run would fail the same way
                 fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
             status = 'ok' if code == 0 else f'exit {code}'
@@ -136,11 +154,8 @@ def main(argv):
             if code == 0:
                 record.update(summarize(run_dir))
                 print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)
-            records.append(record)
-            with open(results_path, 'w') as f:
-                json.dump(records, f, indent=1)
-            write_table(records, os.path.join(args.out_dir, 'results.md'))
-    return records
+            add_record(args.out_dir, record)
+    return add_record(args.out_dir)
 
 
 if __name__ == '__main__':
