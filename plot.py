@@ -108,21 +108,31 @@ def plot_curves(runs, out):
     save(fig, out)
 
 
-def plot_sweep(paths, x, out):
-    """Final val loss vs flag x, one line per setting of the other flags; bars: std over seeds."""
+def plot_sweep(paths, x, out, seed=None):
+    """Final val loss vs flag x, one line per setting of the other flags; bars: std over seeds.
+
+    Flags that change together with x (one axis, e.g. learning_rate:muon_lr) name no line of their
+    own. seed: plot that seed's runs alone (when some points have more seeds than others).
+    """
     fig, axes = figure(1, len(paths))
     for ax, path in zip(axes[0], paths):
+        runs = [r for r in read_results(path) if seed is None or r['seed'] == seed]
+        xs = {r['point'][x] for r in runs}
+        follows_x = {k for k in runs[0]['point']  # k is a function of x
+                     if len({(r['point'][x], r['point'].get(k)) for r in runs}) == len(xs)}
         lines = defaultdict(lambda: defaultdict(list))
-        for r in read_results(path):
+        for r in runs:
             point = r['point']
-            flags = ', '.join(f'{k}={v}' for k, v in point.items() if k != x and 'mult' not in k)
+            flags = ', '.join(f'{k}={v}' for k, v in point.items()
+                              if k not in follows_x and 'mult' not in k)
             label = ' '.join(filter(None, [mult_label(point), flags]))
             lines[label][float(point[x])].append(r['final_val_loss'])
         for label, points in sorted(lines.items()):
             errorbar(ax, points, label=label)
-        log_axis(ax, 'x', sorted({float(r['point'][x]) for r in read_results(path)}))
+        log_axis(ax, 'x', sorted(float(v) for v in xs))
         ax.set_xlabel(x, fontsize=8)
-        ax.set_ylabel('final val loss', fontsize=8)
+        which = f' (seed {seed})' if seed is not None else ''
+        ax.set_ylabel(f'final val loss{which}', fontsize=8)
         ax.set_title(os.path.basename(os.path.dirname(path)), fontsize=8)
         ax.legend(fontsize=7)
     save(fig, out)
@@ -225,6 +235,7 @@ def main(argv):
     sweep = commands.add_parser('sweep', help="sweep.py results.json -> final val loss vs one flag")
     sweep.add_argument('results', nargs='+')
     sweep.add_argument('--x', required=True, help='the flag on the x axis (log scale)')
+    sweep.add_argument('--seed', type=int, help="plot this seed's runs alone")
     equilibrium = commands.add_parser('equilibrium',
                                       help='equilibrium sweeps -> loss and norms vs S')
     equilibrium.add_argument('results', nargs='+')
@@ -245,7 +256,7 @@ def main(argv):
     if args.command == 'curves':
         plot_curves(args.runs, args.out)
     elif args.command == 'sweep':
-        plot_sweep(args.results, args.x, args.out)
+        plot_sweep(args.results, args.x, args.out, args.seed)
     elif args.command == 'equilibrium':
         plot_equilibrium(args.results, args.out)
     else:
