@@ -582,22 +582,18 @@ def bad_values(f):
 SETTINGS_WITHOUT_RANGE = {'dataset', 'input', 'out_dir'}  # free text
 
 
-@pytest.mark.parametrize('field', [f for f in dataclasses.fields(sample.SampleSettings)
-                                   if f.metadata['allowed']], ids=lambda f: f.name)
-def test_every_sample_setting_rejects_bad_values_in_one_line(field, capsys):
-    for value in bad_values(field):
-        with pytest.raises(SystemExit) as exit_info:
-            sample.main([f'--{field.name}', value])
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2 and '\n' not in err and f'--{field.name}' in err, (value, err)
+CHECKED_FIELDS = [(train.settings_from, f) for f in dataclasses.fields(train.Settings)
+                  if f.name not in SETTINGS_WITHOUT_RANGE] + \
+                 [(sample.main, f) for f in dataclasses.fields(sample.SampleSettings) if f.metadata['allowed']]
 
 
-@pytest.mark.parametrize('field', [f for f in dataclasses.fields(train.Settings)
-                                   if f.name not in SETTINGS_WITHOUT_RANGE], ids=lambda f: f.name)
-def test_every_setting_rejects_bad_values_in_one_line(field, capsys):
+@pytest.mark.parametrize('parse, field', CHECKED_FIELDS,
+                         ids=[f'{parse.__module__}.{f.name}' for parse, f in CHECKED_FIELDS])
+def test_every_setting_rejects_bad_values_in_one_line(parse, field, capsys):
+    # train.py's and sample.py's flags alike: exit 2, one line naming the flag, no traceback
     for value in bad_values(field):
         with pytest.raises(SystemExit) as exit_info:
-            train.settings_from([f'--{field.name}', value])
+            parse([f'--{field.name}', value])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and '\n' not in err and f'--{field.name}' in err, (value, err)
         assert 'Traceback' not in err
