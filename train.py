@@ -215,9 +215,11 @@ def build(s, vocab_size, device):
 
 
 def make_optimizer(groups, s, device):
-    if s.optimizer == 'muon':
-        return MuonAdamW(groups)
-    return torch.optim.AdamW(groups, fused=device.type == 'cuda')
+    # torch's AdamW is one fused kernel on CUDA, but steps tensor by tensor on CPU: there MuonAdamW's
+    # foreach AdamW (the same math, tested) is faster, most of all over the many tiny multipliers
+    if s.optimizer == 'adamw' and device.type == 'cuda':
+        return torch.optim.AdamW(groups, fused=True)
+    return MuonAdamW(groups)
 
 
 # -------------------------------------------------------------------------------------------------
