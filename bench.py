@@ -1,17 +1,27 @@
 """
-Benchmarks, measured side by side in one run on one machine (read the ratios):
-  1. optimizer step on the model's hidden matrices: our Muon (one batched Newton-Schulz call per
-     shape) vs torch.optim.Muon (one call per matrix), same hyperparameters;
-  2. a full training step (forward, backward, clip, step) for AdamW and Muon, each without and with
-     all learnable multipliers (their overhead should be near zero: O(d_in*d_out) per matrix).
+Benchmarks, measured side by side in one run on one machine: every variant takes one step in turn
+(A B C D A B C D ...), so a machine that slows down slows all of them alike. Read the ratios.
+  1. the Muon optimizer step on the model's hidden matrices: ours (one batched Newton-Schulz call
+     per shape) vs torch.optim.Muon (one call per matrix), and its share of a Muon training step;
+  2. a full training step (train.py's train_step: forward, backward, clip, step) for AdamW and Muon,
+     each without and with all learnable multipliers, with tokens/s and, on known GPUs, MFU;
+  3. with --nanogpt PATH (a karpathy/nanoGPT checkout; nanoGPT is not a dependency): nanoGPT's own
+     model and training step at the same size, against ours without multipliers.
 
     # train.py's flags apply; its defaults are nanoGPT's shakespeare_char GPU size (6 x 384)
     python bench.py
-    # nanoGPT's CPU-recipe size
-    python bench.py --device cpu --n_layer 4 --n_head 4 --n_embd 128 --block_size 64 --batch_size 12
-    # GPT-2 small
-    python bench.py --n_layer 12 --n_head 12 --n_embd 768 --block_size 1024 --batch_size 16
+    # nanoGPT's CPU recipe, against nanoGPT itself
+    python bench.py --device cpu --n_layer 4 --n_head 4 --n_embd 128 --block_size 64 \\
+        --batch_size 12 --repeats 100 --nanogpt ../nanoGPT
+    # GPT-2 small, 16 x 1024 tokens per step; add --grad_accum 32 for 0.5M tokens per step;
+    # --profile adds torch.profiler's table of each step
+    python bench.py --n_layer 12 --n_head 12 --n_embd 768 --block_size 1024 --batch_size 16 \\
+        --vocab_size 50304
 """
+import contextlib
+import importlib.util
+import io
+import os
 import statistics
 import sys
 import time
@@ -21,55 +31,117 @@ import torch
 
 import train
 from muon import MuonAdamW
-from runtime import doc, parse_flags, pick_device
+from runtime import doc, fail, parse_flags, peak_flops, pick_device
 
 
 @dataclass
 class BenchSettings(train.Settings):
-    repeats: int = doc(20, 'timed repetitions of each measurement (the median is reported)')
-    warmup: int = doc(5, 'untimed repetitions first (torch.compile, caches)')
+    repeats: int = doc(20, 'timed steps of each variant, taken in turn (the median is reported)',
+                       allowed='[1, inf)')
+    warmup: int = doc(5, 'untimed steps of each variant first (torch.compile, caches)',
+                      allowed='[0, inf)')
+    nanogpt: str = doc('', 'path of a karpathy/nanoGPT checkout: also time its training step')
+    profile: bool = doc(False, 'also print where each training step spends its time, by op '
+                               '(torch.profiler, over --repeats steps)')
 
 
-def median_ms(fn, s, device):
-    """Median wall time of fn() in milliseconds, after s.warmup untimed calls."""
-    times = []
-    for i in range(s.warmup + s.repeats):
+def median_ms_in_turn(steps, s, device):
+    """{name: median ms of one call} for {name: step function}, the calls taken in turn."""
+    def timed(fn):
         if device.type == 'cuda':
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn()
         if device.type == 'cuda':
             torch.cuda.synchronize()
-        if i >= s.warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        return (time.perf_counter() - t0) * 1000
+    for fn in steps.values():
+        for _ in range(s.warmup):
+            fn()
+    times = {name: [] for name in steps}
+    for _ in range(s.repeats):
+        for name, fn in steps.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_muon_step(s, device, vocab_size):
-    """Optimizer step time of ours vs torch.optim.Muon on the same hidden matrices and gradients."""
+def print_profiles(steps, s, device):
+    """torch.profiler's table for each step function: the ops that take the most time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sort_by = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    for name, fn in steps.items():
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(s.repeats):
+                fn()
+        print(f'\n{name}, {s.repeats} steps:')
+        print(profiler.key_averages().table(sort_by=sort_by, row_limit=15))
+
+
+def muon_steps(s, device, vocab_size):
+    """Optimizer steps of ours and of torch.optim.Muon on the same hidden matrices and gradients."""
     model, _, _ = train.build(s, vocab_size, device)
     matrices = model.params_by_kind()['matrices']
     for p in matrices:
         p.grad = torch.randn_like(p)
     hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True, ns_steps=s.ns_steps)
     ours = MuonAdamW([dict(params=matrices, use_muon=True, muon_scale='original', **hyper)])
-    reference = torch.optim.Muon(matrices, adjust_lr_fn='original', **hyper)
     shapes = sorted({tuple(p.shape) for p in matrices})
     print(f'{len(matrices)} hidden matrices of {len(shapes)} shapes: {shapes}')
-    return median_ms(ours.step, s, device), median_ms(reference.step, s, device)
+    if not hasattr(torch.optim, 'Muon'):  # PyTorch < 2.9
+        return {'nanoLRM Muon': ours.step}
+    reference = torch.optim.Muon(matrices, adjust_lr_fn='original', **hyper)
+    return {'nanoLRM Muon': ours.step, 'torch.optim.Muon': reference.step}
 
 
-def bench_train_step(s, device, autocast, vocab_size):
-    """Training-step time of train.py's train_step for one optimizer and multiplier setting."""
+def make_batch(s, vocab_size, device):
+    x = torch.randint(0, vocab_size, (s.batch_size, s.block_size), device=device)
+    return lambda: (x, x)
+
+
+def nanolrm_step(s, device, autocast, vocab_size):
+    """train.py's train_step for one optimizer and multiplier setting; also its FLOPs per step."""
     torch.manual_seed(s.seed)
     model, groups, optimizer = train.build(s, vocab_size, device)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
     step_model = torch.compile(model) if use_compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    x = torch.randint(0, vocab_size, (s.batch_size, s.block_size), device=device)
+    next_batch = make_batch(s, vocab_size, device)
     def step():
-        return train.train_step(step_model, optimizer, scaler, groups, s, lambda: (x, x), autocast)
-    return median_ms(step, s, device)
+        train.train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast)
+    return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size
+
+
+def nanogpt_step(s, device, autocast, vocab_size):
+    """nanoGPT's model and the inner loop of its train.py (AdamW, clip, zero_grad) at our size."""
+    path = os.path.join(s.nanogpt, 'model.py')
+    if not os.path.isfile(path):
+        fail(f'--nanogpt {s.nanogpt}: no model.py there; give the path of a karpathy/nanoGPT '
+             'checkout (git clone https://github.com/karpathy/nanoGPT)')
+    spec = importlib.util.spec_from_file_location('nanogpt_model', path)
+    nanogpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nanogpt)
+    torch.manual_seed(s.seed)
+    config = nanogpt.GPTConfig(block_size=s.block_size, vocab_size=vocab_size, n_layer=s.n_layer,
+                               n_head=s.n_head, n_embd=s.n_embd, dropout=s.dropout, bias=False)
+    model = nanogpt.GPT(config).to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter counts
+        optimizer = model.configure_optimizers(s.weight_decay, s.learning_rate,
+                                               (s.beta1, s.beta2), device.type)
+    use_compile = device.type == 'cuda' if s.compile is None else s.compile
+    step_model = torch.compile(model) if use_compile else model
+    next_batch = make_batch(s, vocab_size, device)
+    def step():
+        for _ in range(s.grad_accum):
+            x, y = next_batch()
+            with autocast:
+                _, loss = step_model(x, y)
+            (loss / s.grad_accum).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
 
 
 def main(argv):
@@ -79,27 +151,48 @@ def main(argv):
     vocab_size = s.vocab_size or 65
     name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
             else f'CPU, {torch.get_num_threads()} threads')
+    tokens = s.grad_accum * s.batch_size * s.block_size
     print(f'device {name}, {dtype}, torch {torch.__version__}; model {s.n_layer} layers, '
-          f'width {s.n_embd}, vocab {vocab_size}, batch {s.batch_size} x {s.block_size} tokens')
-    ours, reference = bench_muon_step(s, device, vocab_size)
-    print('| optimizer step (hidden matrices) | ms |\n|---|---|\n'
-          f'| nanoLRM Muon (batched) | {ours:.2f} |\n'
-          f'| torch.optim.Muon | {reference:.2f} |\n'
-          f'| ratio torch / ours | {reference / ours:.2f}x |\n')
-    rows = {}
+          f'width {s.n_embd}, vocab {vocab_size}; {s.grad_accum} x {s.batch_size} x '
+          f'{s.block_size} = {tokens:,} tokens per step')
+
+    steps, flops = {}, {}
     for optimizer in ('adamw', 'muon'):
         for mults in (False, True):
             # both columns set every multiplier flag, whatever the command line said
             kinds = dict(scalar_mult=mults, row_mult=mults, col_mult=mults)
             variant = replace(s, optimizer=optimizer, **kinds)
-            rows[optimizer, mults] = bench_train_step(variant, device, autocast, vocab_size)
-    print('| training step | no multipliers (ms) | scalar+row+col (ms) | multiplier overhead |\n'
-          '|---|---|---|---|')
+            steps[optimizer, mults], flops[optimizer, mults] = nanolrm_step(variant, device,
+                                                                            autocast, vocab_size)
+    if s.nanogpt:
+        steps['nanoGPT'] = nanogpt_step(replace(s, optimizer='adamw'), device, autocast, vocab_size)
+    ms = median_ms_in_turn(steps, s, device)
+    if s.profile:
+        print_profiles(steps, s, device)
+    muon_ms = median_ms_in_turn(muon_steps(s, device, vocab_size), s, device)
+
+    ours, reference = muon_ms['nanoLRM Muon'], muon_ms.get('torch.optim.Muon', float('nan'))
+    print('\n| optimizer step (hidden matrices) | ms |\n|---|---|\n'
+          f'| nanoLRM Muon (batched) | {ours:.2f} |\n'
+          f'| torch.optim.Muon | {reference:.2f} |\n'
+          f'| ratio torch / ours | {reference / ours:.2f}x |\n'
+          f"| nanoLRM Muon step / Muon training step | {ours / ms['muon', False]:.1%} |\n")
+    peak = peak_flops(device)
+    print('| training step | no multipliers | scalar+row+col | multiplier overhead | tokens/s '
+          '(none) | MFU (none, s+r+c) |\n|---|---|---|---|---|---|')
     for optimizer in ('adamw', 'muon'):
-        plain, lrm = rows[optimizer, False], rows[optimizer, True]
-        print(f'| {optimizer} | {plain:.1f} | {lrm:.1f} | {lrm / plain - 1:+.1%} |')
-    print(f"| Muon / AdamW step time | {rows['muon', False] / rows['adamw', False]:.2f}x "
-          f"| {rows['muon', True] / rows['adamw', True]:.2f}x | |")
+        plain, lrm = ms[optimizer, False], ms[optimizer, True]
+        mfu = (f'{flops[optimizer, False] / plain * 1e3 / peak:.1%}, '
+               f'{flops[optimizer, True] / lrm * 1e3 / peak:.1%}' if peak else '-')
+        print(f'| {optimizer} | {plain:.1f} ms | {lrm:.1f} ms | {lrm / plain - 1:+.1%} '
+              f'| {tokens / plain * 1e3:,.0f} | {mfu} |')
+    print(f"| Muon / AdamW | {ms['muon', False] / ms['adamw', False]:.2f}x "
+          f"| {ms['muon', True] / ms['adamw', True]:.2f}x | | | |")
+    if s.nanogpt:
+        ratio = ms['adamw', False] / ms['nanoGPT']
+        print('\n| training step, AdamW, no multipliers | ms |\n|---|---|\n'
+              f"| nanoGPT ({s.nanogpt}) | {ms['nanoGPT']:.1f} |\n"
+              f"| nanoLRM | {ms['adamw', False]:.1f} |\n| nanoLRM / nanoGPT | {ratio:.2f}x |")
 
 
 if __name__ == '__main__':

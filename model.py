@@ -237,6 +237,13 @@ class GPT(nn.Module):
             'multipliers': [p for m in layers.values() for p in m.multipliers().values()],
         }
 
+    def flops_per_token(self):
+        """Training FLOPs per token, for MFU (the PaLM paper's count): 6 per weight of each matrix
+        product (2 forward, 4 backward; the embedding is a lookup) + 12 L C T for attention."""
+        c = self.config
+        weights = sum(m.weight.numel() for n, m in self.matrix_layers().items() if n != 'embed')
+        return 6 * weights + 12 * c.n_layer * c.n_embd * c.block_size
+
     @torch.no_grad()
     def observables(self):
         """What the paper plots, {name: float}: RMS of each W~, mean/min/max of each multiplier."""

@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import os
+import re
 import runpy
 import string
 import subprocess
@@ -44,6 +45,7 @@ import numpy as np
 import pytest
 import tiktoken
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import data.common as common
 import data.fineweb10B.prepare as fineweb
@@ -51,6 +53,7 @@ import data.shakespeare.prepare as shakespeare_gpt2
 import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
 import abm
+import bench
 import plot
 import runtime
 import sample
@@ -325,6 +328,17 @@ def test_fixed_multipliers_are_the_initial_learnable_scalars():
     assert torch.allclose(with_fixed, with_learnable, atol=1e-5)  # ... and a learnable scalar starts there
     assert learnable.head.scalar_mult.item() == 0.5 and learnable.blocks[0].attn.q.scalar_mult.item() == 1.5
     assert learnable.blocks[0].attn.k.scalar_mult.item() == 1.0
+
+
+def test_flops_per_token_counts_every_matrix_product_of_a_training_step():  # what MFU divides by
+    model = GPT(tiny_config(scalar_mult=True, row_mult=True, col_mult=True))
+    x = torch.randint(0, 65, (3, model.config.block_size))
+    with FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    matmul_flops = counter.get_flop_counts()['Global'][torch.ops.aten.mm]  # forward and backward
+    c = model.config
+    attention_flops = 12 * c.n_layer * c.n_embd * c.block_size  # SDPA, not counted on CPU
+    assert matmul_flops == (model.flops_per_token() - attention_flops) * x.numel()
 
 
 def test_observables_report_matrix_rms_and_multiplier_stats():
@@ -933,7 +947,49 @@ def test_sharded_two_processes_equal_one_process(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# the research tools: sweep.py, plot.py, abm.py
+# the research tools: bench.py, sweep.py, plot.py, abm.py
+
+
+NANOGPT_STAND_IN = '''
+# the interface of karpathy/nanoGPT's model.py that bench.py uses, for a test without a checkout
+from dataclasses import dataclass
+import torch
+@dataclass
+class GPTConfig:
+    block_size: int; vocab_size: int; n_layer: int; n_head: int; n_embd: int; dropout: float; bias: bool
+class GPT(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.embed = torch.nn.Embedding(config.vocab_size, config.vocab_size)
+    def forward(self, idx, targets):
+        logits = self.embed(idx)
+        return logits, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        print('parameter counts')
+        return torch.optim.AdamW(self.parameters(), learning_rate, betas, weight_decay=weight_decay)
+'''
+
+
+def test_bench_times_every_variant_side_by_side(tmp_path, capsys):
+    (tmp_path / 'model.py').write_text(NANOGPT_STAND_IN)
+    bench.main(['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--block_size', '16',
+                '--batch_size', '2', '--grad_accum', '2', '--repeats', '2', '--warmup', '1', '--profile',
+                '--nanogpt', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert '2 x 2 x 16 = 64 tokens per step' in out and 'parameter counts' not in out
+    for row in ('| nanoLRM Muon (batched) |', '| adamw |', '| muon |', '| Muon / AdamW |', '| nanoLRM / nanoGPT |'):
+        assert row in out, row
+    assert out.count('Self CPU time total') == 5  # a profile of each of the 5 training steps
+    overhead = re.search(r'\| adamw \| [\d.]+ ms \| [\d.]+ ms \| ([+-][\d.]+)% \|', out)
+    assert overhead, out
+
+
+def test_bench_without_a_nanogpt_checkout_fails_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--block_size', '16',
+                    '--batch_size', '2', '--repeats', '1', '--nanogpt', str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err and '--nanogpt' in err, err
 
 
 def test_sweep_runs_the_grid_tabulates_and_skips_finished_runs(tiny_sweep, monkeypatch):

@@ -394,8 +394,7 @@ def train(s):
             y = y.pin_memory().to(device, non_blocking=True)
         return x, y
 
-    attention_flops = 12 * s.n_layer * s.n_embd * s.block_size  # per token (the PaLM paper's count)
-    flops_per_iter = (6 * n_params + attention_flops) * tokens_per_iter / world_size  # per GPU
+    flops_per_iter = model.flops_per_token() * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
     timed_iters = 0
