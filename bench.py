@@ -108,8 +108,11 @@ def nanolrm_step(s, device, autocast, vocab_size):
     step_model = torch.compile(model) if use_compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     next_batch = make_batch(s, vocab_size, device)
+    built_once = s.build_once and s.grad_accum > 1  # as train.py does in one process
+    weights_built_once = model.weights_built_once if built_once else contextlib.nullcontext
     def step():
-        train.train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast)
+        train.train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
+                         weights_built_once)
     return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size
 
 
@@ -157,13 +160,16 @@ def main(argv):
           f'{s.block_size} = {tokens:,} tokens per step')
 
     steps, flops = {}, {}
+    columns = {'none': dict(scalar_mult=False, row_mult=False, col_mult=False),
+               's+r+c': dict(scalar_mult=True, row_mult=True, col_mult=True)}
+    if s.grad_accum > 1:  # W built once per step (the default), or once per micro-batch
+        columns['s+r+c'].update(build_once=True)
+        columns['s+r+c per micro-batch'] = dict(columns['s+r+c'], build_once=False)
     for optimizer in ('adamw', 'muon'):
-        for mults in (False, True):
-            # both columns set every multiplier flag, whatever the command line said
-            kinds = dict(scalar_mult=mults, row_mult=mults, col_mult=mults)
-            variant = replace(s, optimizer=optimizer, **kinds)
-            steps[optimizer, mults], flops[optimizer, mults] = nanolrm_step(variant, device,
-                                                                            autocast, vocab_size)
+        for column, flags in columns.items():  # every multiplier flag set, whatever argv said
+            variant = replace(s, optimizer=optimizer, **flags)
+            steps[optimizer, column], flops[optimizer, column] = nanolrm_step(
+                variant, device, autocast, vocab_size)
     if s.nanogpt:
         steps['nanoGPT'] = nanogpt_step(replace(s, optimizer='adamw'), device, autocast, vocab_size)
     ms = median_ms_in_turn(steps, s, device)
@@ -176,23 +182,25 @@ def main(argv):
           f'| nanoLRM Muon (batched) | {ours:.2f} |\n'
           f'| torch.optim.Muon | {reference:.2f} |\n'
           f'| ratio torch / ours | {reference / ours:.2f}x |\n'
-          f"| nanoLRM Muon step / Muon training step | {ours / ms['muon', False]:.1%} |\n")
+          f"| nanoLRM Muon step / Muon training step | {ours / ms['muon', 'none']:.1%} |\n")
     peak = peak_flops(device)
-    print('| training step | no multipliers | scalar+row+col | multiplier overhead | tokens/s '
-          '(none) | MFU (none, s+r+c) |\n|---|---|---|---|---|---|')
+    lrm_columns = [c for c in columns if c != 'none']
+    header = ['training step', 'no multipliers', *lrm_columns, 'tokens/s (none)', 'MFU (each column)']
+    print('| ' + ' | '.join(header) + ' |\n' + '|---' * len(header) + '|')
     for optimizer in ('adamw', 'muon'):
-        plain, lrm = ms[optimizer, False], ms[optimizer, True]
-        mfu = (f'{flops[optimizer, False] / plain * 1e3 / peak:.1%}, '
-               f'{flops[optimizer, True] / lrm * 1e3 / peak:.1%}' if peak else '-')
-        print(f'| {optimizer} | {plain:.1f} ms | {lrm:.1f} ms | {lrm / plain - 1:+.1%} '
-              f'| {tokens / plain * 1e3:,.0f} | {mfu} |')
-    print(f"| Muon / AdamW | {ms['muon', False] / ms['adamw', False]:.2f}x "
-          f"| {ms['muon', True] / ms['adamw', True]:.2f}x | | | |")
+        plain = ms[optimizer, 'none']
+        lrm = ' | '.join(f'{ms[optimizer, c]:.1f} ms ({ms[optimizer, c] / plain - 1:+.1%})'
+                         for c in lrm_columns)
+        mfu = ', '.join(f'{flops[optimizer, c] / ms[optimizer, c] * 1e3 / peak:.1%}'
+                        for c in columns) if peak else '-'
+        print(f'| {optimizer} | {plain:.1f} ms | {lrm} | {tokens / plain * 1e3:,.0f} | {mfu} |')
+    ratios = ' | '.join(f"{ms['muon', c] / ms['adamw', c]:.2f}x" for c in columns)
+    print(f'| Muon / AdamW | {ratios} | | |')
     if s.nanogpt:
-        ratio = ms['adamw', False] / ms['nanoGPT']
+        ratio = ms['adamw', 'none'] / ms['nanoGPT']
         print('\n| training step, AdamW, no multipliers | ms |\n|---|---|\n'
               f"| nanoGPT ({s.nanogpt}) | {ms['nanoGPT']:.1f} |\n"
-              f"| nanoLRM | {ms['adamw', False]:.1f} |\n| nanoLRM / nanoGPT | {ratio:.2f}x |")
+              f"| nanoLRM | {ms['adamw', 'none']:.1f} |\n| nanoLRM / nanoGPT | {ratio:.2f}x |")
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ Paper: Velikanov et al., "Learnable Multipliers: Freeing the Scale of Language M
 The architecture: pre-norm decoder, RMSNorm gains, rotary positions, causal attention with separate
 Q, K, V, O matrices, gated MLP, no biases, untied token embedding and LM head.
 """
+import contextlib
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -91,6 +92,7 @@ class MLinear(nn.Module):
         self.row_mult = nn.Parameter(torch.ones(d_out)) if 'row' in kinds else None
         self.col_mult = nn.Parameter(torch.ones(d_in)) if 'col' in kinds else None
         self.fixed_mult = float(fixed_mult)
+        self.built_weight = None  # W built once for several passes, by GPT.weights_built_once()
 
     def effective_weight(self):
         # W_ij = s * r_i * W~_ij * c_j  (paper sec. 2): O(d_in*d_out) work, independent of tokens;
@@ -105,8 +107,12 @@ class MLinear(nn.Module):
             w = out_scale * w
         return w
 
+    def matrix(self):
+        """W for this forward pass: the one built for the whole optimizer step, else built now."""
+        return self.effective_weight() if self.built_weight is None else self.built_weight
+
     def forward(self, x):
-        return F.linear(x, self.effective_weight())
+        return F.linear(x, self.matrix())
 
     def multipliers(self):
         names = ('scalar_mult', 'row_mult', 'col_mult')
@@ -213,7 +219,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         assert idx.size(1) <= self.config.block_size, \
             f'sequence of {idx.size(1)} > block_size {self.config.block_size}'
-        x = self.drop(F.embedding(idx, self.embed.effective_weight().t()))  # column idx of W
+        x = self.drop(F.embedding(idx, self.embed.matrix().t()))  # column idx of W
         for block in self.blocks:
             x = block(x, self.rope_cos, self.rope_sin)
         x = self.norm_out(x)
@@ -222,6 +228,26 @@ class GPT(nn.Module):
         logits = self.head(x).float()
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
+
+    @contextlib.contextmanager
+    def weights_built_once(self):
+        """Inside: every forward pass uses each W = s r W~ c as built once, on entry. On exit, the
+        gradient G of each W, summed over all the backward passes inside, flows back through the
+        build in one pass. With gradient accumulation: one build per optimizer step, not one per
+        micro-batch, and the same gradients (the multipliers' are sums over G: paper sec. 2)."""
+        built = {m: m.effective_weight() for m in self.matrix_layers().values()}
+        built = {m: w for m, w in built.items() if w is not m.weight}  # plain layers use W~ as W
+        for m, w in built.items():
+            m.built_weight = w.detach().requires_grad_()  # a leaf: backward stops here, with G
+        try:
+            yield
+            grads = {m: m.built_weight.grad for m in built}  # G, summed over the passes
+        finally:
+            for m in built:
+                m.built_weight = None
+        used = [m for m in built if grads[m] is not None]
+        if used:  # dL/dW~ = s r c G,  dL/dr_i = sum_j s W~_ij c_j G_ij,  dL/dc_j = ...,  dL/ds = ...
+            torch.autograd.backward([built[m] for m in used], [grads[m] for m in used])
 
     def matrix_layers(self):
         """Every MLinear by name: 'embed', 'blocks.0.attn.q', ..., 'head'."""

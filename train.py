@@ -10,6 +10,7 @@ parameter is trained, the LR schedule, one training step, then the loop: sample 
 under autocast, backward, clip (multipliers excluded), step, schedule, log; every --eval_interval:
 estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt.
 """
+import contextlib
 import importlib
 import json
 import math
@@ -94,6 +95,8 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     dtype: str = doc('auto', 'autocast dtype (auto: bfloat16 on CUDA, float16 where bf16 is '
                              'missing, else float32)', ('auto', 'float32', 'bfloat16', 'float16'))
     compile: bool | None = doc(None, 'torch.compile the model (default: on for CUDA)')
+    build_once: bool = doc(True, 'with --grad_accum > 1, build each W = s r W~ c once per step, '
+                                 'not once per micro-batch (same gradients; one process only)')
 
 
 def check(s):
@@ -266,21 +269,24 @@ def clip_gradients(groups, s):
     return rest_norm, mult_norm
 
 
-def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast):
+def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
+               weights_built_once=contextlib.nullcontext):
     """One optimizer step: --grad_accum micro-batches, backward, clip, step. Returns the mean loss
-    and the pre-clip gradient norms (the rest, the multipliers), as tensors."""
+    and the pre-clip gradient norms (the rest, the multipliers), as tensors.
+    weights_built_once: GPT.weights_built_once, to build each W once for all the micro-batches."""
     loss_sum = 0.0
-    for micro_step in range(s.grad_accum):
-        # under DDP, average the gradients over the ranks only once, after the last micro-batch
-        step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1
-        x, y = next_batch()
-        with autocast:
-            logits, loss = step_model(x, y)
-            if s.z_loss:  # keeps softmax normalizer near 1: loss += z * mean(logsumexp(logits)^2)
-                loss = loss + s.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
-            loss = loss / s.grad_accum
-        scaler.scale(loss).backward()
-        loss_sum += loss.detach()
+    with weights_built_once():
+        for micro_step in range(s.grad_accum):
+            # under DDP, average the gradients over the ranks only once, after the last micro-batch
+            step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1
+            x, y = next_batch()
+            with autocast:
+                logits, loss = step_model(x, y)
+                if s.z_loss:  # keeps softmax normalizer near 1: loss += z*mean(logsumexp(logits)^2)
+                    loss = loss + s.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
+                loss = loss / s.grad_accum
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach()
     scaler.unscale_(optimizer)  # the true gradients, for their norms and the clipping
     norms = clip_gradients(groups, s)
     scaler.step(optimizer)
@@ -378,12 +384,15 @@ def train(s):
     step_model = compiled  # under torchrun, DDP averages the gradients over the ranks in backward
     if world_size > 1:  # (MuonAdamW then shards its Newton-Schulz work over the ranks itself)
         step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
+    # one build of each W per step, not per micro-batch (under DDP no: it syncs parameters' grads)
+    build_once = s.build_once and s.grad_accum > 1 and world_size == 1
+    weights_built_once = model.weights_built_once if build_once else contextlib.nullcontext
     n_params = sum(p.numel() for p in model.parameters())
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
     log = print if master else lambda *args, **kwargs: None
     log(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; '
         f'device {device}, {dtype}, compile {use_compile}; {world_size} process(es), '
-        f'{tokens_per_iter:,} tokens per step')
+        f'{tokens_per_iter:,} tokens per step' + (', W built once per step' if build_once else ''))
     os.makedirs(s.out_dir, exist_ok=True)
 
     def next_batch():  # this rank's rows of the step's batch
@@ -431,7 +440,7 @@ def train(s):
             break
 
         loss, (rest_norm, mult_norm) = train_step(step_model, optimizer, scaler, groups, s,
-                                                  next_batch, autocast)
+                                                  next_batch, autocast, weights_built_once)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
