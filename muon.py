@@ -45,7 +45,7 @@ def zeropower_via_newtonschulz5(G, steps=5, dtype=None, coefficients=(3.4445, -4
     Runs in bfloat16 on CUDA (fast, and the iteration shrugs off the rounding) and in float32
     elsewhere (bfloat16 matmul is slow or missing on CPU); `dtype` overrides. Returns G's dtype.
     Each sum is fused into its matrix product (baddbmm: one rounding, not four): in bfloat16 the
-    result is ~1% from float32's instead of ~3%, and on CPU the step is 15-25% faster.
+    result lands ~1.3% from the exact one instead of ~2.7%, and on CPU it is faster too.
     """
     a, b, c = coefficients
     X = G.to(dtype or (torch.bfloat16 if G.is_cuda else torch.float32))
