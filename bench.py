@@ -185,7 +185,8 @@ def main(argv):
           f"| nanoLRM Muon step / Muon training step | {ours / ms['muon', 'none']:.1%} |\n")
     peak = peak_flops(device)
     lrm_columns = [c for c in columns if c != 'none']
-    header = ['training step', 'no multipliers', *lrm_columns, 'tokens/s (none)', 'MFU (each column)']
+    header = ['training step', 'no multipliers', *lrm_columns, 'tokens/s (none)',
+              'MFU (each column)']
     print('| ' + ' | '.join(header) + ' |\n' + '|---' * len(header) + '|')
     for optimizer in ('adamw', 'muon'):
         plain = ms[optimizer, 'none']

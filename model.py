@@ -246,7 +246,7 @@ class GPT(nn.Module):
             for m in built:
                 m.built_weight = None
         used = [m for m in built if grads[m] is not None]
-        if used:  # dL/dW~ = s r c G,  dL/dr_i = sum_j s W~_ij c_j G_ij,  dL/dc_j = ...,  dL/ds = ...
+        if used:  # dL/dW~ = s r c G,  dL/dr_i = sum_j s W~_ij c_j G_ij,  dL/dc_j = ..., dL/ds = ...
             torch.autograd.backward([built[m] for m in used], [grads[m] for m in used])
 
     def matrix_layers(self):

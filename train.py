@@ -218,8 +218,8 @@ def build(s, vocab_size, device):
 
 
 def make_optimizer(groups, s, device):
-    # torch's AdamW is one fused kernel on CUDA, but steps tensor by tensor on CPU: there MuonAdamW's
-    # foreach AdamW (the same math, tested) is faster, most of all over the many tiny multipliers
+    # torch's AdamW is one fused kernel on CUDA, but steps tensor by tensor on CPU: there
+    # MuonAdamW's foreach AdamW (the same math, tested) is faster, most of all over the multipliers
     if s.optimizer == 'adamw' and device.type == 'cuda':
         return torch.optim.AdamW(groups, fused=True)
     return MuonAdamW(groups)
