@@ -131,15 +131,18 @@ class RMSNorm(nn.Module):
 
 
 def rotary_tables(block_size, head_size, base):
+    """[cos, cos] and [sin, -sin] of each position's angles, (T, head_size) each."""
     inv_freq = base ** (-torch.arange(0, head_size, 2).float() / head_size)
     angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (T, head_size/2)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((sin, -sin), dim=-1)
 
 
 def apply_rotary(x, cos, sin):
-    # rotate pairs (x1, x2) of a head by the position's angle: (x1 cos + x2 sin, -x1 sin + x2 cos)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x)
+    # rotate pairs (x1, x2) of a head by the position's angle: (x1 cos + x2 sin, x2 cos - x1 sin),
+    # as [x1, x2] * [cos, cos] + [x2, x1] * [sin, -sin]: three whole-tensor ops, no split
+    x2_x1 = x.roll(x.size(-1) // 2, dims=-1)
+    return (x * cos + x2_x1 * sin).type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
