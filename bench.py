@@ -108,8 +108,8 @@ def nanolrm_step(s, device, autocast, vocab_size):
     step_model = torch.compile(model) if use_compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     next_batch = make_batch(s, vocab_size, device)
-    built_once = s.build_once and s.grad_accum > 1  # as train.py does in one process
-    weights_built_once = model.weights_built_once if built_once else contextlib.nullcontext
+    built_once = s.build_once and s.grad_accum > 1  # as train.py does
+    weights_built_once = model.weights_built_once if built_once else None
     def step():
         train.train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
                          weights_built_once)

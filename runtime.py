@@ -136,6 +136,15 @@ def gather(tensor, world_size):
     return tensors
 
 
+def average_over_ranks(tensors, world_size):
+    """Replace each tensor by its mean over the ranks, in place, with one all_reduce."""
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world_size
+    torch._foreach_copy_(tensors, [f.view_as(t) for f, t in zip(flat.split(
+        [t.numel() for t in tensors]), tensors)])
+
+
 def peak_flops(device):
     """Dense bf16 peak FLOP/s of known GPUs, for MFU; None elsewhere."""
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''

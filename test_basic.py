@@ -528,7 +528,7 @@ def test_weights_built_once_per_step_give_the_same_loss_and_gradients(placement,
         optimizer, next_batch = KeepGradients(), iter(batches).__next__
         loss, norms = train.train_step(model, optimizer, torch.amp.GradScaler('cpu', enabled=False), groups, s,
                                        lambda: (next_batch(),) * 2, nullcontext(),
-                                       model.weights_built_once if built_once else nullcontext)
+                                       model.weights_built_once if built_once else None)
         assert all(m.built_weight is None for m in model.matrix_layers().values())
         results.append((loss, norms, optimizer.grads))
     (plain_loss, plain_norms, plain_grads), (once_loss, once_norms, once_grads) = results
@@ -723,10 +723,12 @@ DDP_FLAGS = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '
              '--optimizer', 'muon', '--scalar_mult', '--row_mult', '--col_mult']
 
 
-def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data, tmp_path):
+@pytest.mark.parametrize('build_once', ['true', 'false'])
+def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data, tmp_path, build_once):
     # each rank takes its half of the very batch one process draws; DDP averages the two halves' gradients
+    # (W built once per step: the ranks average after the build's backward, outside DDP)
     flags = [*DDP_FLAGS, '--dataset', char_data, '--max_iters', '10', '--grad_accum', '2']
-    two = torchrun(2, tmp_path / 'two', *flags, '--batch_size', '4')
+    two = torchrun(2, tmp_path / 'two', *flags, '--batch_size', '4', '--build_once', build_once)
     train.main([*flags, '--batch_size', '8', '--out_dir', str(tmp_path / 'one')])  # a plain single process
     one = [json.loads(line) for line in (tmp_path / 'one' / 'log.jsonl').read_text().splitlines()]
     assert [x['iter'] for x in two] == [x['iter'] for x in one] == [0, 5, 5, 10, 10]  # evaluations and steps

@@ -26,8 +26,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.common import TokenData, get_tokenizer
 from model import GPT, GPTConfig
 from muon import MuonAdamW
-from runtime import (append_log, check_ranges, doc, fail, gather, init_distributed, load_checkpoint,
-                     parse_flags, peak_flops, pick_device, save_checkpoint, truncate_log)
+from runtime import (append_log, average_over_ranks, check_ranges, doc, fail, gather,
+                     init_distributed, load_checkpoint, parse_flags, peak_flops, pick_device,
+                     save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -96,7 +97,7 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
                              'missing, else float32)', ('auto', 'float32', 'bfloat16', 'float16'))
     compile: bool | None = doc(None, 'torch.compile the model (default: on for CUDA)')
     build_once: bool = doc(True, 'with --grad_accum > 1, build each W = s r W~ c once per step, '
-                                 'not once per micro-batch (same gradients; one process only)')
+                                 'not once per micro-batch (the same gradients)')
 
 
 def check(s):
@@ -270,15 +271,16 @@ def clip_gradients(groups, s):
 
 
 def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
-               weights_built_once=contextlib.nullcontext):
+               weights_built_once=None, world_size=1):
     """One optimizer step: --grad_accum micro-batches, backward, clip, step. Returns the mean loss
     and the pre-clip gradient norms (the rest, the multipliers), as tensors.
     weights_built_once: GPT.weights_built_once, to build each W once for all the micro-batches."""
-    loss_sum = 0.0
-    with weights_built_once():
+    loss_sum, built_once = 0.0, weights_built_once is not None
+    with weights_built_once() if built_once else contextlib.nullcontext():
         for micro_step in range(s.grad_accum):
             # under DDP, average the gradients over the ranks only once, after the last micro-batch
-            step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1
+            # (W built once: after the build's backward, below; DDP only sees the parameters)
+            step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1 and not built_once
             x, y = next_batch()
             with autocast:
                 logits, loss = step_model(x, y)
@@ -287,6 +289,9 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
                 loss = loss / s.grad_accum
             scaler.scale(loss).backward()
             loss_sum += loss.detach()
+    if built_once and world_size > 1:
+        average_over_ranks([p.grad for g in groups for p in g['params'] if p.grad is not None],
+                           world_size)
     scaler.unscale_(optimizer)  # the true gradients, for their norms and the clipping
     norms = clip_gradients(groups, s)
     scaler.step(optimizer)
@@ -384,9 +389,8 @@ def train(s):
     step_model = compiled  # under torchrun, DDP averages the gradients over the ranks in backward
     if world_size > 1:  # (MuonAdamW then shards its Newton-Schulz work over the ranks itself)
         step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
-    # one build of each W per step, not per micro-batch (under DDP no: it syncs parameters' grads)
-    build_once = s.build_once and s.grad_accum > 1 and world_size == 1
-    weights_built_once = model.weights_built_once if build_once else contextlib.nullcontext
+    build_once = s.build_once and s.grad_accum > 1  # one build of each W per step
+    weights_built_once = model.weights_built_once if build_once else None
     n_params = sum(p.numel() for p in model.parameters())
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
     log = print if master else lambda *args, **kwargs: None
@@ -440,7 +444,8 @@ def train(s):
             break
 
         loss, (rest_norm, mult_norm) = train_step(step_model, optimizer, scaler, groups, s,
-                                                  next_batch, autocast, weights_built_once)
+                                                  next_batch, autocast, weights_built_once,
+                                                  world_size)
         timed_iters += 1
         if (it + 1) % s.log_interval == 0:
             if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
