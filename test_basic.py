@@ -1,5 +1,5 @@
 """
-nanoLRM tests: CPU only, no network, about 65 s on 2 idle cores.  Run: python -m pytest -q test_basic.py
+nanoLRM tests: CPU only, no network, 70-90 s on 2 idle cores.  Run: python -m pytest -q test_basic.py
 
 The sections follow the code they test, in the order a reader meets it:
   runtime.py   flags (parsing, --help) and checkpoints
@@ -9,7 +9,7 @@ The sections follow the code they test, in the order a reader meets it:
                a crash while saving, DDP on 2 processes (torchrun, gloo)
   sample.py    fold, export, and text that only a trained model writes
   muon.py      Newton-Schulz, parity with torch.optim.Muon and AdamW, the MuonAdamW class, sharding
-  sweep.py, plot.py, abm.py   the research tools
+  bench.py, sweep.py, plot.py, abm.py   the research tools
   data/        the on-disk format, tokenizers and prepare.py, batches, downloads (local server only)
 Shared fixtures and helpers come first, before the sections.
 
