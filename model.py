@@ -94,22 +94,39 @@ class MLinear(nn.Module):
         self.fixed_mult = float(fixed_mult)
         self.built_weight = None  # W built once for several passes, by GPT.weights_built_once()
 
+    def out_scale(self):
+        """s * r_i for each output i, (d_out, 1), or the scalar s; None when it is 1."""
+        if self.row_mult is None and self.scalar_mult is None and self.fixed_mult == 1.0:
+            return None
+        s = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
+        return s if self.row_mult is None else s * self.row_mult[:, None]  # before the matrix op
+
     def effective_weight(self):
         # W_ij = s * r_i * W~_ij * c_j  (paper sec. 2): O(d_in*d_out) work, independent of tokens;
         # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij etc., exactly the paper's gradients
         w = self.weight
         if self.col_mult is not None:
             w = w * self.col_mult
-        out_scale = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
-        if self.row_mult is not None:
-            out_scale = out_scale * self.row_mult[:, None]  # s * r_i: vector op before matrix op
-        if self.row_mult is not None or self.scalar_mult is not None or self.fixed_mult != 1.0:
-            w = out_scale * w
-        return w
+        out_scale = self.out_scale()
+        return w if out_scale is None else out_scale * w
 
     def matrix(self):
         """W for this forward pass: the one built for the whole optimizer step, else built now."""
         return self.effective_weight() if self.built_weight is None else self.built_weight
+
+    def columns(self, idx):
+        """Columns idx of W, as rows (..., d_out): the token embedding's lookup, W @ one_hot(j).
+        W~'s columns are gathered first, then scaled by c_j and s r: O(tokens * d_out) work per
+        pass instead of building all of W (d_in = vocabulary size)."""
+        if self.built_weight is not None:
+            return F.embedding(idx, self.built_weight.t())
+        x = F.embedding(idx, self.weight.t())  # W~[:, j] of each token j
+        if self.col_mult is not None:
+            x = x * self.col_mult[idx, None]  # c_j
+        out_scale = self.out_scale()
+        if out_scale is None:
+            return x
+        return x * (out_scale if self.row_mult is None else out_scale.squeeze(-1))  # s r_i
 
     def forward(self, x):
         return F.linear(x, self.matrix())
@@ -222,7 +239,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         assert idx.size(1) <= self.config.block_size, \
             f'sequence of {idx.size(1)} > block_size {self.config.block_size}'
-        x = self.drop(F.embedding(idx, self.embed.matrix().t()))  # column idx of W
+        x = self.drop(self.embed.columns(idx))  # (B, T, n_embd)
         for block in self.blocks:
             x = block(x, self.rope_cos, self.rope_sin)
         x = self.norm_out(x)
