@@ -116,10 +116,10 @@ class MLinear(nn.Module):
 
     def columns(self, idx):
         """Columns idx of W, as rows (..., d_out): the token embedding's lookup, W @ one_hot(j).
-        W~'s columns are gathered first, then scaled by c_j and s r: O(tokens * d_out) work per
-        pass instead of building all of W (d_in = vocabulary size)."""
-        if self.built_weight is not None:
-            return F.embedding(idx, self.built_weight.t())
+        With fewer tokens than columns (d_in = vocabulary size), W~'s columns are gathered first
+        and then scaled by c_j and s r: O(tokens * d_out) work instead of building all of W."""
+        if self.built_weight is not None or idx.numel() >= self.weight.size(1):
+            return F.embedding(idx, self.matrix().t())
         x = F.embedding(idx, self.weight.t())  # W~[:, j] of each token j
         if self.col_mult is not None:
             x = x * self.col_mult[idx, None]  # c_j
