@@ -1,5 +1,5 @@
 """
-nanoLRM tests: CPU only, no network, 70-90 s on 2 idle cores.  Run: python -m pytest -q test_basic.py
+nanoLRM tests: CPU only, no network, 80-115 s on 2 idle cores.  Run: python -m pytest -q test_basic.py
 
 The sections follow the code they test, in the order a reader meets it:
   runtime.py   flags (parsing, --help) and checkpoints
