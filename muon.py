@@ -176,6 +176,7 @@ class MuonAdamW(torch.optim.Optimizer):
             updates = torch.cat([updates, padding])
             mine = zeropower_via_newtonschulz5(updates[rank * share:(rank + 1) * share],
                                                steps=group['ns_steps'])
+            mine = mine.contiguous()  # a tall matrix's result is X.mT; NCCL sends contiguous only
             if world > 1:
                 dist.all_gather(list(updates.chunk(world)), mine)  # every rank gets every share
             else:

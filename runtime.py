@@ -120,10 +120,11 @@ def init_distributed(device):
     world_size = int(os.environ['WORLD_SIZE'])
     local_rank = int(os.environ['LOCAL_RANK'])
     use_cuda = device in ('auto', 'cuda') and torch.cuda.is_available()
-    dist.init_process_group('nccl' if use_cuda else 'gloo')
-    if use_cuda:
+    if use_cuda:  # this process's GPU first, then the process group bound to it (NCCL's order)
         torch.cuda.set_device(local_rank)
+        dist.init_process_group('nccl', device_id=torch.device('cuda', local_rank))
         return rank, world_size, f'cuda:{local_rank}'
+    dist.init_process_group('gloo')
     return rank, world_size, 'cpu' if device == 'auto' else device
 
 
@@ -145,11 +146,15 @@ def average_over_ranks(tensors, world_size):
         [t.numel() for t in tensors]), tensors)])
 
 
+# dense bf16 peak FLOP/s by device name, the first match wins: PCIe and NVL cards before SXM's
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12),
+              ('H200 NVL', 835e12), ('H200', 989e12), ('A100', 312e12))
+
+
 def peak_flops(device):
     """Dense bf16 peak FLOP/s of known GPUs, for MFU; None elsewhere."""
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''
-    peaks = (('H100', 989e12), ('H200', 989e12), ('A100', 312e12))
-    return next((flops for key, flops in peaks if key in name), None)
+    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -173,13 +178,15 @@ def save_checkpoint(path, model, settings, meta, iter, **training_state):
     os.replace(temporary, path)
 
 
-def load_checkpoint(path, device, flag):
-    """A nanoLRM checkpoint, loaded safely (weights_only: tensors and plain types); bad files fail
-    in one line."""
+def load_checkpoint(path, flag):
+    """A nanoLRM checkpoint, loaded safely (weights_only: tensors and plain types) onto the CPU;
+    load_state_dict then puts each tensor where its model or optimizer lives. (Mapped to a GPU, the
+    RNG states would land there too, and torch.set_rng_state takes CPU bytes only.)
+    Bad files fail in one line."""
     if not os.path.exists(path):
         fail(f'{flag}: no checkpoint at {path}')
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
         first_line = str(err).splitlines()[0][:120] if str(err) else ''
         fail(f'{flag}: {path} is not a readable checkpoint ({type(err).__name__}: {first_line})')

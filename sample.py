@@ -33,7 +33,7 @@ class SampleSettings:
 
 def load_model(s, device):
     """The model of a checkpoint (in eval mode) and the checkpoint itself (it carries meta.json)."""
-    ckpt = load_checkpoint(s.ckpt or f'{s.out_dir}/ckpt.pt', device, '--ckpt')
+    ckpt = load_checkpoint(s.ckpt or f'{s.out_dir}/ckpt.pt', '--ckpt')
     model = GPT(GPTConfig(**ckpt['model_config'])).to(device)
     model.load_state_dict(ckpt['model'])
     return model.eval(), ckpt

@@ -54,6 +54,7 @@ import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
 import abm
 import bench
+import muon
 import plot
 import runtime
 import sample
@@ -241,6 +242,26 @@ def test_corrupt_or_foreign_checkpoints_fail_in_one_line_naming_the_flag(tmp_pat
         sample.main(['--ckpt', str(path), '--device', 'cpu'])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and '--ckpt' in err and str(path) in err and '\n' not in err
+
+
+@pytest.mark.parametrize('name, peak', [('NVIDIA H100 80GB HBM3', 989e12),
+                                        ('NVIDIA H100 PCIe', 756e12), ('NVIDIA H100 NVL', 835e12),
+                                        ('NVIDIA GeForce RTX 3090', None)])
+def test_peak_flops_tells_the_h100_pcie_and_nvl_from_the_sxm(name, peak, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device: name)
+    assert runtime.peak_flops(torch.device('cuda', 0)) == peak
+
+
+def test_each_gpu_process_picks_its_device_before_joining_the_process_group(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda rank: calls.append(('set_device', rank)))
+    monkeypatch.setattr(runtime.dist, 'init_process_group',
+                        lambda backend, **kwargs: calls.append((backend, kwargs.get('device_id'))))
+    monkeypatch.setenv('RANK', '1'), monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert runtime.init_distributed('auto') == (1, 2, 'cuda:1')
+    assert calls == [('set_device', 1), ('nccl', torch.device('cuda', 1))]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -613,6 +634,45 @@ def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer)
         assert (a['train_loss'], a['val_loss'], a['lr_matrices']) == (b['train_loss'], b['val_loss'], b['lr_matrices'])
 
 
+def test_resume_loads_the_checkpoint_to_the_cpu_whatever_the_device(char_data, tmp_path,
+                                                                     monkeypatch):
+    # on a GPU, a checkpoint mapped to the training device brings the RNG states there, and
+    # torch.set_rng_state takes CPU bytes only. Here the device is spelled 'cpu:0', and torch.load
+    # puts on the meta device (no data at all) what it is asked to map anywhere but the plain CPU.
+    flags = ['--eval_interval', '5', '--lr_decay_iters', '10', '--dropout', '0.1', '--row_mult']
+    full = run(char_data, tmp_path / 'full', '--max_iters', '10', *flags)
+    run(char_data, tmp_path / 'parts', '--max_iters', '5', *flags)
+    real_load, real_pick_device = torch.load, train.pick_device
+
+    def load_elsewhere(f, map_location=None, **kwargs):
+        return real_load(f, map_location='cpu' if map_location == 'cpu' else 'meta', **kwargs)
+
+    def device_cpu_0(device, dtype):
+        return (torch.device('cpu', 0), *real_pick_device('cpu', dtype)[1:])
+
+    monkeypatch.setattr(torch, 'load', load_elsewhere)
+    monkeypatch.setattr(train, 'pick_device', device_cpu_0)
+    resumed = run(char_data, tmp_path / 'parts', '--max_iters', '10', '--resume')
+    assert [line['val_loss'] for line in resumed] == [line['val_loss'] for line in full]
+
+
+def test_a_cpu_optimizer_state_resumes_into_the_fused_adamw_of_cuda_runs():
+    s = train.Settings(n_layer=1, n_head=2, n_embd=16, block_size=8, row_mult=True)
+    torch.manual_seed(0)
+    model, groups, cpu_optimizer = train.build(s, 65, torch.device('cpu'))  # MuonAdamW on CPU
+    x = torch.randint(0, 65, (2, 8))
+    model(x, x)[1].backward()
+    cpu_optimizer.step()
+    fused = torch.optim.AdamW(train.param_groups(model, s), fused=True)  # what CUDA runs use
+    train.load_optimizer_state(fused, cpu_optimizer.state_dict())
+    for p, state in fused.state.items():  # the fused kernel's layout: float32 steps by the param
+        assert state['step'].dtype == torch.float32 and state['step'].device == p.device
+        assert state['exp_avg'].device == p.device and int(state['step']) == 1
+    assert all(g['fused'] for g in fused.param_groups)
+    fused.step()  # the fused kernel takes it
+    assert all(int(state['step']) == 2 for state in fused.state.values())
+
+
 def test_resume_refuses_a_different_architecture(char_data, tmp_path, capsys):
     run(char_data, tmp_path, '--max_iters', '0')
     with pytest.raises(SystemExit) as exit_info:
@@ -706,6 +766,43 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(ch
     assert 'nan' in err and 'the last good checkpoint is iter 0' in err, err
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert ckpt['iter'] == 0 and all(torch.isfinite(v).all() for v in ckpt['model'].values())
+
+
+def test_a_float16_overflow_step_is_skipped_not_taken_for_a_divergence(char_data, tmp_path,
+                                                                       monkeypatch):
+    # float16's GradScaler on the CPU (float32 compute): the gradients of step 4, a log step,
+    # overflow. GradScaler skips that step; the run goes on and logs an infinite gradient norm.
+    real_pick_device, real_unscale = train.pick_device, torch.amp.GradScaler.unscale_
+    calls = []
+
+    def overflow_on_step_4(scaler, optimizer):
+        calls.append(1)
+        if len(calls) == 4:
+            optimizer.param_groups[0]['params'][0].grad.fill_(float('inf'))
+        return real_unscale(scaler, optimizer)
+
+    monkeypatch.setattr(train, 'pick_device', lambda device, dtype: (
+        *real_pick_device('cpu', 'float32')[:1], 'float16', nullcontext()))
+    monkeypatch.setattr(torch.amp.GradScaler, 'unscale_', overflow_on_step_4)
+    log = run(char_data, tmp_path, '--max_iters', '8', '--eval_interval', '8', '--log_interval', '2')
+    steps = {line['iter']: line for line in log if 'val_loss' not in line}
+    assert math.isinf(steps[4]['grad_norm']) and math.isfinite(steps[6]['grad_norm'])
+    assert [line['iter'] for line in log if 'val_loss' in line] == [0, 8]
+
+
+def test_a_step_whose_gradients_overflowed_leaves_the_weights_unchanged():
+    s = train.Settings(n_layer=1, n_head=2, n_embd=16, block_size=8)
+    torch.manual_seed(0)
+    model, groups, optimizer = train.build(s, 65, torch.device('cpu'))
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randint(0, 65, (2, 8))
+    model.head.weight.register_hook(lambda grad: grad * float('inf'))  # an overflow
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 16)
+    loss, (rest_norm, _) = train.train_step(model, optimizer, scaler, groups, s, lambda: (x, x),
+                                            nullcontext())
+    assert math.isfinite(loss.item()) and not math.isfinite(rest_norm.item())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert scaler.get_scale() == 2.0 ** 15  # the scale backs off instead
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(char_data, tmp_path, monkeypatch):
@@ -969,6 +1066,13 @@ SHARD_SHAPES = [(32, 48)] * 3 + [(48, 16), (8,)]  # a bucket of 3 (padded to 4),
 def sharded_worker(rank, world, rendezvous, out_dir):
     torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank, world_size=world,
                                          timeout=torch.distributed.constants.default_pg_timeout / 30)  # 1 min
+    real_all_gather = torch.distributed.all_gather
+
+    def all_gather_contiguous_only(tensors, tensor, **kwargs):  # NCCL's rule (gloo copies)
+        assert tensor.is_contiguous() and all(t.is_contiguous() for t in tensors)
+        return real_all_gather(tensors, tensor, **kwargs)
+
+    torch.distributed.all_gather = all_gather_contiguous_only
     try:
         start, grads = params_and_grads(SHARD_SHAPES, steps=3)
         params = [torch.nn.Parameter(p.clone()) for p in start]
@@ -978,6 +1082,19 @@ def sharded_worker(rank, world, rendezvous, out_dir):
         torch.save(result, out_dir / f'rank{rank}.pt')
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_what_muon_hands_to_all_gather_is_contiguous(monkeypatch):
+    # rank 0 of 2, faked in one process: gate and up are tall, and Newton-Schulz returns X.mT
+    handed = []
+    monkeypatch.setattr(muon.dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(muon.dist, 'get_rank', lambda: 0)
+    monkeypatch.setattr(muon.dist, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(muon.dist, 'all_gather', lambda tensors, tensor: handed.extend(
+        [tensor, *tensors]))
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in [(48, 16)] * 2 + [(16, 48)]]
+    step_through(mixed_optimizer(params, []), params, [[torch.randn_like(p) for p in params]])
+    assert len(handed) == 6 and all(t.is_contiguous() for t in handed)
 
 
 def test_sharded_two_processes_equal_one_process(tmp_path):

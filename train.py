@@ -12,7 +12,6 @@ estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt
 """
 import contextlib
 import importlib
-import json
 import math
 import os
 import sys
@@ -133,7 +132,7 @@ def settings_from(argv):
     given = parse_flags(argv, Settings)
     s = Settings(**given)
     if s.resume:
-        saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), 'cpu', '--resume')['settings']
+        saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), '--resume')['settings']
         # the architecture and the optimizer's state cannot change under a checkpoint
         for name in [f.name for f in fields(GPTConfig)] + ['optimizer', 'freeze_gains']:
             if name in given and given[name] != saved[name]:
@@ -329,8 +328,65 @@ def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
 # the run
 
 
+def check_data(s, data, world_size):
+    """The vocabulary the model needs; one line, exit 2, where the data cannot feed the batches."""
+    vocab_size = s.vocab_size or data.vocab_size
+    if vocab_size < data.vocab_size:
+        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
+    for split in ('train', 'val'):  # each split needs at least one window of block_size + 1 tokens
+        try:
+            data.get_batch(split, 1, s.block_size, torch.Generator())
+        except ValueError as err:
+            fail(f'--block_size {s.block_size}: {err}')
+    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
+        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
+             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
+    return vocab_size
+
+
+def load_optimizer_state(optimizer, saved):
+    """The saved optimizer state, under this run's group settings (flags given now win).
+    MuonAdamW counts steps as ints, torch's AdamW as float32 tensors, which load_state_dict puts on
+    the parameters' device when the group is fused: a checkpoint of either resumes into the other."""
+    groups = [{**now, 'params': old['params']}
+              for now, old in zip(optimizer.param_groups, saved['param_groups'])]
+    state = saved['state']
+    if isinstance(optimizer, torch.optim.AdamW):
+        state = {i: {k: torch.tensor(float(v)) if k == 'step' and isinstance(v, int) else v
+                     for k, v in param_state.items()} for i, param_state in state.items()}
+    optimizer.load_state_dict(dict(state=state, param_groups=groups))
+
+
+def restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size, rank, world_size):
+    """--resume: the model, optimizer, scaler and RNG states of out_dir/ckpt.pt; returns its iter
+    and the training time it had taken."""
+    ckpt = load_checkpoint(ckpt_path, '--resume')  # on the CPU, whatever the device
+    if ckpt['model_config']['vocab_size'] != vocab_size:
+        fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
+             f"{ckpt['model_config']['vocab_size']}")
+    if ckpt.get('world_size', 1) != world_size:
+        fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
+             f"not {world_size}")
+    model.load_state_dict(ckpt['model'])  # copied onto the model's device
+    load_optimizer_state(optimizer, ckpt['optimizer'])
+    scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['rng']['torch'][rank])
+    batches.set_state(ckpt['rng']['batches'])
+    if 'cuda' in ckpt['rng'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
+    return ckpt['iter'], ckpt['elapsed']
+
+
+def rng_states(batches, device, world_size):
+    """Every RNG a resumed run must continue: each rank's torch (and CUDA) state, the batches'."""
+    rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
+    if device.type == 'cuda':
+        rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
+    return rng
+
+
 def stop(it, what, last_saved, ckpt_path):
-    """A non-finite loss or gradient: one line, exit code 1, and the last good checkpoint kept."""
+    """A non-finite loss or weights: one line, exit code 1, and the last good checkpoint kept."""
     kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
         if last_saved is not None else 'no checkpoint was written'
     print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
@@ -347,41 +403,19 @@ def train(s):
     torch.manual_seed(s.seed + rank)  # rank 0 = one process; DDP copies rank 0's weights
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
-    vocab_size = s.vocab_size or data.vocab_size
-    if vocab_size < data.vocab_size:
-        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    for split in ('train', 'val'):  # each split needs at least one window of block_size + 1 tokens
-        try:
-            data.get_batch(split, 1, s.block_size, torch.Generator())
-        except ValueError as err:
-            fail(f'--block_size {s.block_size}: {err}')
+    vocab_size = check_data(s, data, world_size)
     tokens_per_iter = s.batch_size * s.block_size * s.grad_accum * world_size
-    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
-        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
-             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
     model, groups, optimizer = build(s, vocab_size, device)
+    # float16 only: scale the loss so small gradients do not underflow; a step whose gradients
+    # overflowed is skipped (and the scale lowered), which is not a divergence
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
     batches = torch.Generator().manual_seed(s.seed)  # the batches' own RNG, the same on every rank
     ckpt_path = os.path.join(s.out_dir, 'ckpt.pt')
     start_iter, elapsed, last_saved = 0, 0.0, None
     if s.resume:
-        ckpt = load_checkpoint(ckpt_path, device, '--resume')
-        if ckpt['model_config']['vocab_size'] != vocab_size:
-            fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
-                 f"{ckpt['model_config']['vocab_size']}")
-        if ckpt.get('world_size', 1) != world_size:
-            fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
-                 f"not {world_size}")
-        model.load_state_dict(ckpt['model'])
-        optimizer.load_state_dict(ckpt['optimizer'])
-        scaler.load_state_dict(ckpt['scaler'])
-        torch.set_rng_state(ckpt['rng']['torch'][rank])
-        batches.set_state(ckpt['rng']['batches'])
-        if 'cuda' in ckpt['rng'] and device.type == 'cuda':
-            torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
-        start_iter, elapsed, last_saved = ckpt['iter'], ckpt['elapsed'], ckpt['iter']
-        for g, now in zip(optimizer.param_groups, groups):  # flags given now win over saved groups
-            g.update({k: v for k, v in now.items() if k != 'params'}, initial_lr=now['lr'])
+        start_iter, elapsed = restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size,
+                                      rank, world_size)
+        last_saved = start_iter
         if master:
             truncate_log(s.out_dir, start_iter)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
@@ -389,7 +423,7 @@ def train(s):
     step_model = compiled  # under torchrun, DDP averages the gradients over the ranks in backward
     if world_size > 1:  # (MuonAdamW then shards its Newton-Schulz work over the ranks itself)
         step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
-    build_once = s.build_once and s.grad_accum > 1  # one build of each W per step
+    build_once = s.build_once and s.grad_accum > 1  # speed only: one build of each W per step
     weights_built_once = model.weights_built_once if build_once else None
     n_params = sum(p.numel() for p in model.parameters())
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
@@ -407,6 +441,25 @@ def train(s):
             y = y.pin_memory().to(device, non_blocking=True)
         return x, y
 
+    def evaluate(it):  # losses, a log.jsonl line and a checkpoint; a non-finite run stops instead
+        losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
+        finite = all(math.isfinite(v) for v in losses.values()) and \
+            all(torch.isfinite(p).all() for p in model.parameters())
+        if not finite:
+            stop(it, f"the loss or the weights are not finite (val loss {losses['val']})",
+                 last_saved, ckpt_path)
+        rng = rng_states(batches, device, world_size)  # every rank takes part in the gather
+        if master:
+            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
+            evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
+                              val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer)
+            append_log(s.out_dir, dict(**evaluation, **lrs, **model.observables()))
+            print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
+                            world_size=world_size)
+        return losses
+
     flops_per_iter = model.flops_per_token() * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
@@ -416,29 +469,11 @@ def train(s):
         for g in optimizer.param_groups:
             g['lr'] = g['initial_lr'] * lr_scale
 
-        # every eval_interval: losses, a log.jsonl line, a checkpoint (a resumed run logged its
-        # first one). Under DDP all ranks get the same losses, so all take the same decisions.
+        # every eval_interval (a resumed run logged its first one already). Under DDP all ranks
+        # get the same losses, so all take the same decisions.
         if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
-            losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
             elapsed, t0 = elapsed + time.time() - t0, time.time()
-            finite = all(math.isfinite(v) for v in losses.values()) and \
-                all(torch.isfinite(p).all() for p in model.parameters())
-            if not finite:
-                stop(it, f"the loss or the weights are not finite (val loss {losses['val']})",
-                     last_saved, ckpt_path)
-            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
-            rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
-            if device.type == 'cuda':
-                rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
-            if master:
-                evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
-                                  val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer)
-                append_log(s.out_dir, dict(**evaluation, **lrs, **model.observables()))
-                print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                save_checkpoint(ckpt_path, model, s, data.meta, it,
-                                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                                elapsed=elapsed, rng=rng, world_size=world_size)
-            last_saved = it
+            losses, last_saved = evaluate(it), it
             timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
         if it == s.max_iters:
             break
@@ -453,7 +488,9 @@ def train(s):
                 loss /= world_size
             # .item() waits for the device
             loss, rest_norm, mult_norm = loss.item(), rest_norm.item(), mult_norm.item()
-            if not all(math.isfinite(v) for v in (loss, rest_norm, mult_norm)):
+            # a non-finite loss is a divergence; a non-finite gradient norm alone is not: under
+            # float16 it marks a step that GradScaler skipped (its weights are untouched)
+            if not math.isfinite(loss):
                 stop(it + 1, f'training loss {loss}, gradient norm {rest_norm} '
                      f'(multipliers {mult_norm})', last_saved, ckpt_path)
             dt = (time.time() - timer) / timed_iters
