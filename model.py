@@ -15,29 +15,42 @@ Q, K, V, O matrices, gated MLP, no biases, untied token embedding and LM head.
 """
 import contextlib
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from runtime import doc
+
+def doc(default, help, choices=None, allowed=None, folds=False):
+    """A dataclass field with a one-line help string; every such field becomes a --flag.
+
+    choices: the allowed values. allowed: the allowed range of a number, written as in maths:
+    '[0, 1)', '(0, inf)' (checked by check_ranges). folds: a multiplier setting that
+    GPT.fold_multipliers() merges into the weights, so the folded model resets it to this default.
+    """
+    metadata = {'help': help, 'choices': choices, 'allowed': allowed, 'folds': folds}
+    return field(default=default, metadata=metadata)
 
 
-# Which multiplier kinds each matrix may carry (paper section 3). A matrix gets the kinds that are
-# both switched on by a flag and allowed here. A new placement for an ablation is one more line.
+# Which multiplier kinds each matrix may carry (paper Sec. 2 and App. C), by the matrix's name;
+# a matrix not named gets none. A matrix gets the kinds that are both switched on by a flag and
+# allowed here. A new placement for an ablation is one more line.
 ANY = ('scalar', 'row', 'col')
+MATRICES = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # each MLinear's name
 PLACEMENTS = {
-    # the paper's main runs: every matrix, the embedding included. The LM head never gets row
-    # multipliers (they fit token frequencies "lazily" and hurt); its column scale is the final
-    # norm gain.
+    # every matrix, the embedding included. The LM head never gets row multipliers (they fit token
+    # frequencies "lazily" and hurt, Sec. 4.4) nor column ones (the final norm gain is its column
+    # scale): at most a scalar. With --row_mult --col_mult alone (head unchanged) this is the
+    # paper's main runs (App. C.1); --scalar_mult adds a scalar to every matrix, the head's too.
     'all': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY,
                 gate=ANY, up=ANY, down=ANY, head=('scalar',)),
+    # the paper's MLP sweep (Sec. 3, App. B): multipliers on W_gate, W_up and W_down only
+    'mlp': dict(gate=ANY, up=ANY, down=ANY),
     # paper App. C: no two multipliers whose product is all that matters (Q-row vs K-row, V vs O,
     # up vs down). The LM head is left unchanged (App. C.1): a head scalar times the final norm
     # gain is such a product.
-    'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), k=(), v=(), o=ANY,
-                          gate=('scalar', 'row'), up=(), down=ANY, head=()),
+    'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), o=ANY, gate=('scalar', 'row'), down=ANY),
 }
 
 
@@ -64,6 +77,10 @@ class GPTConfig:
                          folds=True)
     mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)',
                               tuple(PLACEMENTS))
+    # the final RMSNorm gain is the LM head's column scale (paper Sec. 3, the projector sweep)
+    final_gain: str = doc('vector', 'the final RMSNorm gain: a learnable vector, one learnable '
+                                    'scalar, or fixed to 1', ('vector', 'scalar', 'fixed'),
+                          folds=True)
     # fixed forward multipliers, the muP-style baseline (paper sec. 5); a learnable s starts there
     embed_mult: float = doc(1.0, 'fixed multiplier on the token embedding output',
                             allowed='(0, inf)', folds=True)
@@ -101,12 +118,17 @@ class MLinear(nn.Module):
         s = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
         return s if self.row_mult is None else s * self.row_mult[:, None]  # before the matrix op
 
-    def effective_weight(self):
+    def effective_weight(self, columns=None):
+        """W = s r W~ c; or, given token ids `columns` (any shape), only those columns of W, each
+        a (d_out, 1) matrix: O(tokens * d_out) work, for the embedding's lookup."""
+        w, col_mult = self.weight, self.col_mult
+        if columns is not None:
+            w = F.embedding(columns, w.t()).unsqueeze(-1)  # W~[:, j] of each id j: (..., d_out, 1)
+            col_mult = None if col_mult is None else col_mult[columns, None, None]  # (..., 1, 1)
         # W_ij = s * r_i * W~_ij * c_j  (paper sec. 2): O(d_in*d_out) work, independent of tokens;
         # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij etc., exactly the paper's gradients
-        w = self.weight
-        if self.col_mult is not None:
-            w = w * self.col_mult
+        if col_mult is not None:
+            w = w * col_mult
         out_scale = self.out_scale()
         return w if out_scale is None else out_scale * w
 
@@ -116,17 +138,11 @@ class MLinear(nn.Module):
 
     def columns(self, idx):
         """Columns idx of W, as rows (..., d_out): the token embedding's lookup, W @ one_hot(j).
-        With fewer tokens than columns (d_in = vocabulary size), W~'s columns are gathered first
-        and then scaled by c_j and s r: O(tokens * d_out) work instead of building all of W."""
+        Speed only, the same result: with fewer tokens than columns (d_in = vocabulary size), only
+        the tokens' columns are built, not all of W."""
         if self.built_weight is not None or idx.numel() >= self.weight.size(1):
             return F.embedding(idx, self.matrix().t())
-        x = F.embedding(idx, self.weight.t())  # W~[:, j] of each token j
-        if self.col_mult is not None:
-            x = x * self.col_mult[idx, None]  # c_j
-        out_scale = self.out_scale()
-        if out_scale is None:
-            return x
-        return x * (out_scale if self.row_mult is None else out_scale.squeeze(-1))  # s r_i
+        return self.effective_weight(columns=idx).squeeze(-1)
 
     def forward(self, x):
         return F.linear(x, self.matrix())
@@ -137,14 +153,17 @@ class MLinear(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * g: the gain g (no weight decay) acts as the next matrix's column multipliers."""
+    """x / rms(x) * g: the gain g (no weight decay) acts as the next matrix's column multipliers.
+    gain: 'vector' (one g per dimension, the usual), 'scalar' (one g for all) or 'fixed' (g = 1)."""
 
-    def __init__(self, dim):
+    def __init__(self, dim, gain='vector'):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        shape = {'vector': (dim,), 'scalar': (1,), 'fixed': None}[gain]
+        self.weight = None if shape is None else nn.Parameter(torch.ones(shape))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.size(-1),), self.weight, eps=1e-6)
+        gain = None if self.weight is None else self.weight.expand(x.size(-1))
+        return F.rms_norm(x, (x.size(-1),), gain, eps=1e-6)
 
 
 def rotary_tables(block_size, head_size, base):
@@ -223,13 +242,13 @@ class GPT(nn.Module):
         self.config = config
         enabled = {k for k in ANY if getattr(config, f'{k}_mult')}
         allowed = PLACEMENTS[config.mult_placement]
-        place = {m: tuple(k for k in kinds if k in enabled) for m, kinds in allowed.items()}
+        place = {m: tuple(k for k in allowed.get(m, ()) if k in enabled) for m in MATRICES}
         # the token embedding is the linear map W @ one_hot(token), W of shape (n_embd, vocab):
         # its row multipliers scale embedding dimensions, its column multipliers scale tokens
         self.embed = MLinear(config.vocab_size, config.n_embd, place['embed'], config.embed_mult)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, place) for _ in range(config.n_layer))
-        self.norm_out = RMSNorm(config.n_embd)
+        self.norm_out = RMSNorm(config.n_embd, config.final_gain)
         self.head = MLinear(config.n_embd, config.vocab_size, place['head'], config.logit_mult)
         head_size = config.n_embd // config.n_head
         cos, sin = rotary_tables(config.block_size, head_size, config.rope_base)
@@ -274,14 +293,15 @@ class GPT(nn.Module):
         return {n: m for n, m in self.named_modules() if isinstance(m, MLinear)}
 
     def params_by_kind(self):
-        """The four kinds of parameter, which train.py gives their own LR and weight decay."""
-        layers = self.matrix_layers()
-        return {
-            'matrices': [m.weight for n, m in layers.items() if n not in ('embed', 'head')],  # W~
-            'embed_head': [self.embed.weight, self.head.weight],
-            'gains': [m.weight for m in self.modules() if isinstance(m, RMSNorm)],
-            'multipliers': [p for m in layers.values() for p in m.multipliers().values()],
-        }
+        """Every parameter by kind, which train.py gives its LR and weight decay: each matrix W~ by
+        its name (MATRICES: 'embed', 'q', ..., 'head'), then 'gains' and 'multipliers'."""
+        kinds = {kind: [] for kind in MATRICES + ('gains', 'multipliers')}
+        for name, m in self.matrix_layers().items():
+            kinds[name.split('.')[-1]].append(m.weight)
+            kinds['multipliers'] += m.multipliers().values()
+        kinds['gains'] = [m.weight for m in self.modules()
+                          if isinstance(m, RMSNorm) and m.weight is not None]
+        return kinds
 
     def flops_per_token(self):
         """Training FLOPs per token, for MFU (the PaLM paper's count): 6 per weight of each matrix
@@ -303,6 +323,35 @@ class GPT(nn.Module):
             for kind, p in m.multipliers().items():
                 for f in ('mean', 'min', 'max'):
                     stats[f'{name}.{kind}_{f}'] = getattr(p.float(), f)().item()
+        for i, block in enumerate(self.blocks):
+            q_scale, k_scale = block.attn.q.out_scale(), block.attn.k.out_scale()
+            if isinstance(q_scale, torch.Tensor) and isinstance(k_scale, torch.Tensor):
+                # only the product (s r)_Q (s r)_K reaches the logits: the ratio may drift (Sec. 4.1)
+                ratio = (q_scale / k_scale).abs().float()
+                stats[f'blocks.{i}.attn.qk_ratio_min'] = ratio.min().item()
+                stats[f'blocks.{i}.attn.qk_ratio_max'] = ratio.max().item()
+        if self.norm_out.weight is not None:
+            stats['norm_out.gain_mean'] = self.norm_out.weight.float().mean().item()
+        return stats
+
+    @torch.no_grad()
+    def activation_rms(self, idx):
+        """{name: RMS} of each block's output (the residual stream) and of the logits, on ids idx:
+        the scales the paper watches grow when multipliers drift (Figs. 1 and 4)."""
+        stats = {}
+
+        def record(name):
+            return lambda module, inputs, output: stats.update(
+                {name: output.float().pow(2).mean().sqrt().item()})
+
+        modules = {f'blocks.{i}.output_rms': b for i, b in enumerate(self.blocks)}
+        hooks = [m.register_forward_hook(record(name)) for name, m in modules.items()]
+        hooks.append(self.head.register_forward_hook(record('logits_rms')))
+        try:
+            self(idx, idx)  # with targets: the logits of every position
+        finally:
+            for hook in hooks:
+                hook.remove()
         return stats
 
     @torch.no_grad()
@@ -315,9 +364,10 @@ class GPT(nn.Module):
         folded_layers = folded.matrix_layers()
         for name, m in self.matrix_layers().items():
             folded_layers[name].weight.copy_(m.effective_weight())
-        for name, m in self.named_modules():  # norm gains carry over unchanged
+        for name, m in self.named_modules():  # norm gains carry over (a scalar one as a vector)
             if isinstance(m, RMSNorm):
-                folded.get_submodule(name).weight.copy_(m.weight)
+                gain = torch.ones(()) if m.weight is None else m.weight
+                folded.get_submodule(name).weight.copy_(gain)
         return folded
 
     @torch.no_grad()

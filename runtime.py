@@ -1,7 +1,7 @@
 """
 The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py), kept here so that
 each script reads as what it does:
-  - command-line flags generated from a dataclass whose fields carry a help string (`doc`);
+  - command-line flags generated from a dataclass whose fields carry a help string (model.doc);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
   - the device and the autocast dtype, and the process group when torchrun starts several processes;
   - the one checkpoint format, written by one function, atomically, and read safely;
@@ -13,7 +13,7 @@ import os
 import sys
 import typing
 from contextlib import nullcontext
-from dataclasses import asdict, field, fields
+from dataclasses import asdict, fields
 
 import torch
 import torch.distributed as dist
@@ -24,17 +24,6 @@ PROG = SCRIPT if SCRIPT.endswith('.py') and SCRIPT != '__main__.py' else 'train.
 
 # -------------------------------------------------------------------------------------------------
 # flags
-
-
-def doc(default, help, choices=None, allowed=None, folds=False):
-    """A dataclass field with a one-line help string; every such field becomes a --flag.
-
-    choices: the allowed values. allowed: the allowed range of a number, written as in maths:
-    '[0, 1)', '(0, inf)' (checked by check_ranges). folds: a multiplier setting that
-    GPT.fold_multipliers() merges into the weights, so the folded model resets it to this default.
-    """
-    metadata = {'help': help, 'choices': choices, 'allowed': allowed, 'folds': folds}
-    return field(default=default, metadata=metadata)
 
 
 def in_range(value, allowed):
@@ -126,6 +115,14 @@ def init_distributed(device):
         return rank, world_size, f'cuda:{local_rank}'
     dist.init_process_group('gloo')
     return rank, world_size, 'cpu' if device == 'auto' else device
+
+
+def leave_distributed():
+    """Under torchrun: leave the process group, all ranks together. (A rank that destroys its gloo
+    group while another still works, e.g. rank 0 saving, can abort: 'terminate called ...'.)"""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def gather(tensor, world_size):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from data.common import get_tokenizer
-from model import GPT, GPTConfig
-from runtime import (check_ranges, doc, fail, load_checkpoint, parse_flags, pick_device,
+from model import GPT, GPTConfig, doc
+from runtime import (check_ranges, fail, load_checkpoint, parse_flags, pick_device,
                      save_checkpoint)
 
 

@@ -52,14 +52,13 @@ import data.fineweb10B.prepare as fineweb
 import data.shakespeare.prepare as shakespeare_gpt2
 import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
-import abm
-import bench
 import muon
-import plot
 import runtime
 import sample
-import sweep
 import train
+from experiments import plot, sweep
+from experiments.abm import abm
+from experiments.performance import bench
 from data.common import (TokenData, download, get_tokenizer, prepare_text, read_meta, write_meta,
                          write_tokens)
 from model import GPT, PLACEMENTS, GPTConfig, MLinear
@@ -290,7 +289,7 @@ def test_autograd_gradients_equal_the_papers_formulas():
 def test_each_flag_adds_exactly_its_multipliers(placement, combo):
     model = GPT(tiny_config(mult_placement=placement, **combo))
     for name, layer in model.matrix_layers().items():
-        allowed = PLACEMENTS[placement][name.split('.')[-1]]
+        allowed = PLACEMENTS[placement].get(name.split('.')[-1], ())
         for kind, flag in zip(('scalar', 'row', 'col'), MULT_FLAGS):
             p = getattr(layer, f'{kind}_mult')
             assert (p is not None) == (combo[flag] and kind in allowed), (name, kind)
@@ -387,6 +386,48 @@ def test_observables_report_matrix_rms_and_multiplier_stats():
     assert 'head.row_mult_mean' not in stats and all(isinstance(v, float) for v in stats.values())
 
 
+def test_mlp_placement_puts_multipliers_on_the_mlp_alone():
+    model = GPT(tiny_config(mult_placement='mlp', scalar_mult=True, row_mult=True))
+    owners = {n.rsplit('.', 1)[0] for n, p in model.named_parameters() if '_mult' in n}
+    assert owners == {f'blocks.{i}.mlp.{m}' for i in range(2) for m in ('gate', 'up', 'down')}
+
+
+@pytest.mark.parametrize('final_gain, n_gain', [('vector', 32), ('scalar', 1), ('fixed', 0)])
+def test_final_gain_is_a_vector_a_scalar_or_fixed_to_one(final_gain, n_gain):
+    model = GPT(tiny_config(final_gain=final_gain))
+    gain = model.norm_out.weight
+    assert (0 if gain is None else gain.numel()) == n_gain
+    assert sum(p.numel() for p in model.params_by_kind()['gains']) == 4 * 32 + n_gain
+    x = torch.randn(3, 32)
+    if gain is not None:
+        with torch.no_grad():
+            gain.fill_(2.5)
+    expected = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * (1 if n_gain == 0 else 2.5)
+    assert torch.allclose(model.norm_out(x), expected, atol=1e-6)
+    folded = model.fold_multipliers()  # a plain model: a vector gain, the same logits
+    idx = torch.randint(0, 65, (2, 32))
+    assert folded.config.final_gain == 'vector'
+    assert torch.allclose(folded(idx, idx)[0], model(idx, idx)[0], atol=1e-5)
+
+
+def test_observables_show_the_qk_symmetry_drift_that_leaves_the_logits_unchanged():
+    model = GPT(tiny_config(row_mult=True))
+    idx = torch.randint(0, 65, (2, 32))
+    before, acts = model(idx, idx)[0], model.activation_rms(idx)
+    assert set(acts) == {'blocks.0.output_rms', 'blocks.1.output_rms', 'logits_rms'}
+    assert math.isclose(acts['logits_rms'], before.pow(2).mean().sqrt().item(), rel_tol=1e-5)
+    with torch.no_grad():  # along the symmetry: Q's rows x t, K's rows / t (equal t in each
+        t = torch.linspace(0.5, 8.0, 8).repeat(4)  # rotary pair: dims i and i + 8 of a head)
+        model.blocks[0].attn.q.row_mult.mul_(t)
+        model.blocks[0].attn.k.row_mult.div_(t)
+    assert torch.allclose(model(idx, idx)[0], before, atol=1e-5)  # only the product matters
+    stats = model.observables()
+    assert math.isclose(stats['blocks.0.attn.qk_ratio_max'], 64.0, rel_tol=1e-5)
+    assert math.isclose(stats['blocks.0.attn.qk_ratio_min'], 0.25, rel_tol=1e-5)
+    assert stats['blocks.1.attn.qk_ratio_max'] == 1.0
+    assert 'blocks.0.attn.qk_ratio_max' not in GPT(tiny_config()).observables()
+
+
 # ---------------------------------------------------------------------------------------------------
 # model.py: folding the multipliers into plain weights
 
@@ -467,6 +508,46 @@ def test_parameter_groups_carry_the_right_lr_and_weight_decay():
     assert plain == {'matrices', 'embed_head', 'gains'}
     mult_lr = {v: train.param_groups(model, train.Settings(mult_lr=v))[-1]['lr'] for v in (None, 0.0)}
     assert mult_lr == {None: s.learning_rate, 0.0: 0.0}  # default: learning_rate; 0 freezes the multipliers
+
+
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_a_factor_scales_exactly_its_kinds_lr_and_weight_decay(optimizer):
+    model = GPT(tiny_config(scalar_mult=True))
+    kind_of = {id(p): kind for kind, ps in model.params_by_kind().items() for p in ps}
+
+    def lr_wd_by_kind(**flags):
+        s = train.Settings(optimizer=optimizer, scalar_mult=True, **flags)
+        return {kind_of[id(p)]: (g['lr'], g['weight_decay'])
+                for g in train.param_groups(model, s) for p in g['params']}
+
+    plain = lr_wd_by_kind()
+    scaled = lr_wd_by_kind(lr_factors='up=2,gate=2,down=2,head=0.5', wd_factors='up=0.25,embed=3')
+    factors = dict(up=(2, 0.25), gate=(2, 1), down=(2, 1), head=(0.5, 1), embed=(1, 3))
+    for kind, (lr, wd) in plain.items():
+        lr_factor, wd_factor = factors.get(kind, (1, 1))
+        assert scaled[kind] == (lr * lr_factor, wd * wd_factor), kind
+    names = [g['name'] for g in train.param_groups(model, train.Settings(lr_factors='up=2'))]
+    assert names == ['matrices:q+k+v+o+gate+down', 'matrices:up', 'embed_head', 'gains',
+                     'multipliers']
+
+
+@pytest.mark.parametrize('flag, value', [('--lr_factors', 'upp=2'), ('--lr_factors', 'up=two'),
+                                         ('--wd_factors', 'up=-1'), ('--wd_factors', 'gains=2'),
+                                         ('--lr_factors', 'up=nan')])
+def test_bad_factors_fail_in_one_line_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.settings_from([flag, value])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err and flag in err, err
+
+
+def test_evaluation_batches_are_the_same_for_every_seed(char_data):
+    data = TokenData(char_data)
+    model = GPT(tiny_config())
+    losses = [train.estimate_loss(model, data, train.Settings(seed=seed, eval_iters=3, batch_size=4,
+                                                              block_size=32),
+                                  torch.device('cpu'), nullcontext()) for seed in (1, 2)]
+    assert losses[0] == losses[1]
 
 
 def test_matrix_lr_and_wd_move_the_hidden_matrices_alone():
@@ -702,7 +783,7 @@ def bad_values(f):
     return values
 
 
-SETTINGS_WITHOUT_RANGE = {'dataset', 'input', 'out_dir'}  # free text
+SETTINGS_WITHOUT_RANGE = {'dataset', 'input', 'out_dir', 'lr_factors', 'wd_factors'}  # text
 
 
 CHECKED_FIELDS = [(train.settings_from, f) for f in dataclasses.fields(train.Settings)

@@ -23,13 +23,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.common import TokenData, get_tokenizer
-from model import GPT, GPTConfig
+from model import GPT, MATRICES, GPTConfig, doc
 from muon import MuonAdamW
-from runtime import (append_log, average_over_ranks, check_ranges, doc, fail, gather,
-                     init_distributed, load_checkpoint, parse_flags, peak_flops, pick_device,
+from runtime import (append_log, average_over_ranks, check_ranges, fail, gather,
+                     init_distributed, leave_distributed, load_checkpoint, parse_flags, peak_flops, pick_device,
                      save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
+KINDS = MATRICES + ('gains', 'multipliers')  # the parameter kinds, as GPT.params_by_kind() names them
+HIDDEN = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')  # the hidden matrices (Muon's, with muon)
+EVAL_SEED = 1338  # the evaluation batches' own RNG: the same batches for every --seed
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
                                         '(default: learning_rate)', allowed='[0, inf)')
     matrix_wd: float | None = doc(None, 'AdamW weight decay of the hidden matrices W~ alone '
                                         '(default: weight_decay)', allowed='[0, inf)')
+    lr_factors: str = doc('', "per-kind factors on the LR, as muP's LR multipliers, e.g. "
+                              'up=2,gate=2,down=2; kinds: ' + ', '.join(KINDS))
+    wd_factors: str = doc('', 'per-kind factors on the weight decay, e.g. up=0.5,gate=0.5,down=0.5')
     beta1: float = doc(0.9, 'AdamW beta1', allowed='[0, 1)')
     beta2: float = doc(0.99, 'AdamW beta2', allowed='[0, 1)')
     grad_clip: float = doc(1.0, 'clip the global grad norm to this; 0 = off', allowed='[0, inf)')
@@ -103,6 +109,9 @@ def check(s):
     """Every bad setting -> one line naming the flag and what it allows (exit code 2). Each
     number's range stands beside its field (allowed=...); the rules here relate several flags."""
     check_ranges(s)
+    parse_factors(s.lr_factors, 'lr_factors')
+    if parse_factors(s.wd_factors, 'wd_factors').get('gains', 1) != 1:
+        fail('--wd_factors gains: the RMSNorm gains have no weight decay to scale')
     pairs = [('learning_rate', 'weight_decay'), ('matrix_lr', 'matrix_wd'), ('mult_lr', 'mult_wd'),
              ('muon_lr', 'muon_wd')]
     for lr, wd in pairs:  # decoupled weight decay multiplies by 1 - lr*wd at every step
@@ -175,8 +184,25 @@ def pick(value, default):
     return default if value is None else value
 
 
+def parse_factors(text, flag):
+    """'up=2,gate=2' -> {'up': 2.0, 'gate': 2.0}; a bad kind or factor fails in one line."""
+    factors = {}
+    for item in filter(None, text.split(',')):
+        kind, _, value = item.partition('=')
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = math.nan
+        if kind not in KINDS or not 0 <= factor < math.inf:
+            fail(f'--{flag} {item}: expected kind=factor, a factor >= 0 and a kind among '
+                 + ', '.join(KINDS))
+        factors[kind] = factor
+    return factors
+
+
 def param_groups(model, s):
-    """How each kind of parameter is trained: the one place for learning rates and weight decay."""
+    """How each kind of parameter is trained: the one place for learning rates and weight decay.
+    Each role below sets a base LR and WD; --lr_factors and --wd_factors multiply them by kind."""
     kinds = model.params_by_kind()
     adamw = dict(use_muon=False, betas=(s.beta1, s.beta2))
     if s.optimizer == 'muon':
@@ -186,18 +212,33 @@ def param_groups(model, s):
     else:
         matrices = dict(lr=pick(s.matrix_lr, s.learning_rate),
                         weight_decay=pick(s.matrix_wd, s.weight_decay), **adamw)
-    groups = [
+    roles = [
         # hidden matrices W~, weight-decayed: ||W~|| settles at equilibrium ~ sqrt(lr/wd) (sec. 1)
-        dict(name='matrices', params=kinds['matrices'], **matrices),
+        ('matrices', HIDDEN, matrices),
         # token embedding and LM head: matrices too, but per-token rows: always AdamW
-        dict(name='embed_head', params=kinds['embed_head'], lr=s.learning_rate,
-             weight_decay=s.weight_decay, **adamw),
+        ('embed_head', ('embed', 'head'), dict(lr=s.learning_rate, weight_decay=s.weight_decay,
+                                               **adamw)),
         # RMSNorm gains are vectors: their gradients average over many entries; no weight decay
-        dict(name='gains', params=kinds['gains'], lr=s.learning_rate, weight_decay=0.0, **adamw),
+        ('gains', ('gains',), dict(lr=s.learning_rate, weight_decay=0.0, **adamw)),
         # multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
-        dict(name='multipliers', params=kinds['multipliers'], lr=pick(s.mult_lr, s.learning_rate),
-             weight_decay=s.mult_wd, **adamw),
+        ('multipliers', ('multipliers',), dict(lr=pick(s.mult_lr, s.learning_rate),
+                                               weight_decay=s.mult_wd, **adamw)),
     ]
+    lr_factors, wd_factors = parse_factors(s.lr_factors, 'lr_factors'), \
+        parse_factors(s.wd_factors, 'wd_factors')
+    order = {p: i for i, p in enumerate(model.parameters())}
+    groups = []
+    for role, role_kinds, base in roles:
+        # kinds with the same factors share a group (Muon batches a group's same-shape matrices)
+        by_factors = {}
+        for kind in role_kinds:
+            factors = (lr_factors.get(kind, 1.0), wd_factors.get(kind, 1.0))
+            by_factors.setdefault(factors, []).append(kind)
+        for (lr_factor, wd_factor), group_kinds in by_factors.items():
+            name = role if len(by_factors) == 1 else f"{role}:{'+'.join(group_kinds)}"
+            params = sorted((p for kind in group_kinds for p in kinds[kind]), key=order.get)
+            groups.append(dict(base, name=name, params=params, lr=base['lr'] * lr_factor,
+                               weight_decay=base['weight_decay'] * wd_factor))
     if s.freeze_gains:  # gains act as column multipliers and partly compensate a scale: drop them
         groups = [g for g in groups if g['name'] != 'gains']
         for p in kinds['gains']:
@@ -211,6 +252,10 @@ def build(s, vocab_size, device):
     config.vocab_size = vocab_size
     model = GPT(config).to(device)
     groups = param_groups(model, s)
+    for g in groups:  # decoupled weight decay multiplies by 1 - lr*wd at every step
+        if g['lr'] * g['weight_decay'] >= 1:
+            fail(f"--lr_factors/--wd_factors: the {g['name']} group's lr x wd = "
+                 f"{g['lr'] * g['weight_decay']:g} must be < 1")
     optimizer = make_optimizer(groups, s, device)
     for g in optimizer.param_groups:
         g['initial_lr'] = g['lr']  # the schedule scales this peak value
@@ -305,12 +350,12 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
 
 @torch.no_grad()
 def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
-    """Mean loss over --eval_iters batches, the same batches at every evaluation (seed+1). Under
+    """Mean loss over --eval_iters batches, the same at every evaluation and for every seed. Under
     DDP each rank evaluates its rows of every batch and the means are averaged over the ranks."""
     model.eval()
     losses, rows = {}, slice(rank * s.batch_size, (rank + 1) * s.batch_size)
     for split in ('train', 'val'):
-        generator, total = torch.Generator().manual_seed(s.seed + 1), 0.0
+        generator, total = torch.Generator().manual_seed(EVAL_SEED), 0.0
         for _ in range(s.eval_iters):
             x, y = data.get_batch(split, s.batch_size * world_size, s.block_size, generator, rows)
             with autocast:
@@ -322,6 +367,17 @@ def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
         losses[split] = total / s.eval_iters
     model.train()
     return losses
+
+
+def activation_rms(model, data, s, device, autocast):
+    """The RMS of each block's output and of the logits, on the first evaluation batch."""
+    x, _ = data.get_batch('val', s.batch_size, s.block_size,
+                          torch.Generator().manual_seed(EVAL_SEED))
+    model.eval()
+    with autocast:
+        stats = model.activation_rms(x.to(device))
+    model.train()
+    return stats
 
 
 # -------------------------------------------------------------------------------------------------
@@ -390,8 +446,7 @@ def stop(it, what, last_saved, ckpt_path):
     kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
         if last_saved is not None else 'no checkpoint was written'
     print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave_distributed()
     sys.exit(1)
 
 
@@ -453,7 +508,9 @@ def train(s):
             lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
             evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
                               val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer)
-            append_log(s.out_dir, dict(**evaluation, **lrs, **model.observables()))
+            observables = dict(**model.observables(),
+                               **activation_rms(model, data, s, device, autocast))
+            append_log(s.out_dir, dict(**evaluation, **lrs, **observables))
             print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
                             scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
@@ -505,8 +562,7 @@ def train(s):
         log(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
     if s.sample_tokens > 0 and master:
         print_sample(model, data, s, device)
-    if world_size > 1:
-        dist.destroy_process_group()
+    leave_distributed()
     return losses
 
 

@@ -24,14 +24,17 @@ import io
 import os
 import statistics
 import sys
+from pathlib import Path
 import time
 from dataclasses import dataclass, replace
 
 import torch
 
-import train
-from muon import MuonAdamW
-from runtime import doc, fail, parse_flags, peak_flops, pick_device
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import train  # noqa: E402
+from muon import MuonAdamW  # noqa: E402
+from model import doc  # noqa: E402
+from runtime import fail, parse_flags, peak_flops, pick_device  # noqa: E402
 
 
 @dataclass
@@ -82,7 +85,7 @@ def print_profiles(steps, s, device):
 def muon_steps(s, device, vocab_size):
     """Optimizer steps of ours and of torch.optim.Muon on the same hidden matrices and gradients."""
     model, _, _ = train.build(s, vocab_size, device)
-    matrices = model.params_by_kind()['matrices']
+    matrices = [p for g in train.param_groups(model, s) if g['name'] == 'matrices' for p in g['params']]
     for p in matrices:
         p.grad = torch.randn_like(p)
     hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True, ns_steps=s.ns_steps)

@@ -18,11 +18,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
-import train
-from runtime import fail, load_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import train  # noqa: E402
+from runtime import fail, load_checkpoint  # noqa: E402
 
 MATRICES = ('blocks.0.attn.q', 'blocks.0.mlp.up', 'blocks.-1.mlp.down')  # -1: the last block
 

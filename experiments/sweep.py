@@ -1,7 +1,7 @@
 """
 Run train.py over a grid of flag values x seeds, one run after another, and tabulate the results.
 
-    python sweep.py --out_dir sweeps/2x2 --grid optimizer=adamw,muon --grid row_mult=0,1 \
+    python experiments/sweep.py --out_dir experiments/my_study --grid optimizer=adamw,muon --grid row_mult=0,1 \
         --seeds 3 -- --device cpu --max_iters 2000 --sample_tokens 0
 
 Each --grid name=v1,v2,... is one axis; the sweep runs every combination of the axes, each with
@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py's folder
 
 
 def fail(message):

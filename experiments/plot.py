@@ -18,9 +18,11 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from collections import defaultdict
 
-from sweep import mean_std
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
+from experiments.sweep import mean_std  # noqa: E402
 
 KINDS = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # the matrices by last name
 
