@@ -53,7 +53,7 @@ def summarize(run_dir):
     last = evals[-1]
     return dict(final_val_loss=last['val_loss'], best_val_loss=min(e['val_loss'] for e in evals),
                 final_train_loss=last['train_loss'], iters=last['iter'], elapsed=last['elapsed'],
-                final={k: v for k, v in last.items() if '.' in k})  # weight_rms, multiplier stats
+                final={k: v for k, v in last.items() if '.' in k or k.endswith('_rms')})
 
 
 def mean_std(values):
@@ -109,6 +109,42 @@ def add_record(out_dir, record=None):
     return records
 
 
+def run_points(out_dir, points, seeds=(1337,), flags=()):
+    """train.py once per point (a dict of flag values) and seed, with flags after the point's;
+    return every record of out_dir/results.json. Runs it records already are skipped."""
+    os.makedirs(out_dir, exist_ok=True)
+    done = {r['name'] for r in add_record(out_dir)}
+    for point in points:
+        for seed in seeds:
+            name = run_name(point, seed)
+            if name not in done:
+                run_one(out_dir, name, point, seed, flags)
+    return add_record(out_dir)
+
+
+def run_one(out_dir, name, point, seed, flags):
+    """One train.py run into out_dir/runs/<name>/ (resumed if it was cut off), then its record."""
+    run_dir = os.path.join(out_dir, 'runs', name)
+    resume = ['--resume'] if os.path.exists(os.path.join(run_dir, 'ckpt.pt')) else []
+    command = [sys.executable, os.path.join(REPO, 'train.py'), *flags,
+               *(f'--{k}={v}' for k, v in point.items()),
+               f'--seed={seed}', f'--out_dir={run_dir}', *resume]
+    print(f"sweep: {name}{' (resumed)' if resume else ''}", flush=True)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, 'train.log'), 'a') as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; the next sweep resumes it
+        fail(f'{name} was stopped by signal {-code}; run the same command again to resume it')
+    if code == 2:  # a bad flag or setting: every run would fail the same way
+        fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
+    status = 'ok' if code == 0 else f'exit {code}'
+    record = dict(name=name, point=point, seed=seed, status=status)
+    if code == 0:
+        record.update(summarize(run_dir))
+        print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)
+    add_record(out_dir, record)
+
+
 def main(argv):
     extra = []
     if '--' in argv:  # everything after -- goes to every run
@@ -127,35 +163,8 @@ def main(argv):
         fail(f'{taken[0]} after --: '
              'the sweep sets --out_dir, --seed and --resume of each run itself')
     axes = [parse_axis(text) for text in args.grid] or [[{}]]
-    os.makedirs(args.out_dir, exist_ok=True)
-    done = {r['name'] for r in add_record(args.out_dir)}
-    for combo in itertools.product(*axes):
-        point = dict(kv for p in combo for kv in p.items())
-        for seed in range(args.seed, args.seed + args.seeds):
-            name = run_name(point, seed)
-            if name in done:
-                continue
-            run_dir = os.path.join(args.out_dir, 'runs', name)
-            resume = ['--resume'] if os.path.exists(os.path.join(run_dir, 'ckpt.pt')) else []
-            command = [sys.executable, os.path.join(REPO, 'train.py'), *extra,
-                       *(f'--{k}={v}' for k, v in point.items()),
-                       f'--seed={seed}', f'--out_dir={run_dir}', *resume]
-            print(f"sweep: {name}{' (resumed)' if resume else ''}", flush=True)
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, 'train.log'), 'a') as log:
-                code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-            if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; the next sweep resumes it
-                fail(f'{name} was stopped by signal {-code}; '
-                     'run the same command again to resume it')
-            if code == 2:  # a bad flag or setting: every run would fail the same way
-                fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
-            status = 'ok' if code == 0 else f'exit {code}'
-            record = dict(name=name, point=point, seed=seed, status=status)
-            if code == 0:
-                record.update(summarize(run_dir))
-                print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)
-            add_record(args.out_dir, record)
-    return add_record(args.out_dir)
+    points = [dict(kv for p in combo for kv in p.items()) for combo in itertools.product(*axes)]
+    return run_points(args.out_dir, points, range(args.seed, args.seed + args.seeds), extra)
 
 
 if __name__ == '__main__':
