@@ -964,6 +964,104 @@ def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir,
     assert torch.allclose(folded(idx, idx)[0], original(idx, idx)[0], rtol=1e-5, atol=1e-5)
 
 
+GPT2_BPE_FILE = Path(REPO).parent / 'shared/data/gpt2/gpt2.tiktoken'  # GPT-2's ranks, offline
+
+
+def import_transformers(monkeypatch):
+    """transformers, reading local folders only (no network), or skip the test saying why."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    return pytest.importorskip('transformers', reason='sample.py --export_hf needs transformers')
+
+
+@pytest.mark.slow
+def test_export_hf_gives_transformers_llama_the_same_logits_and_greedy_tokens(
+        char_data, tmp_path, monkeypatch, capsys):
+    transformers = import_transformers(monkeypatch)
+    every_multiplier = ['--scalar_mult', '--row_mult', '--col_mult', '--mult_placement',
+                        'symmetry_free', '--embed_mult', '0.7', '--logit_mult', '1.3',
+                        '--attn_logit_mult', '0.8', '--attn_out_mult', '1.2', '--mlp_out_mult',
+                        '0.9', '--rope_base', '500']
+    run(char_data, tmp_path, '--max_iters', '30', '--eval_interval', '30', '--learning_rate',
+        '3e-3', *every_multiplier)
+    hf_dir = tmp_path / 'hf'
+    sample.main(['--out_dir', str(tmp_path), '--export_hf', str(hf_dir), '--num_samples', '0',
+                 '--device', 'cpu'])
+    assert f'saved {hf_dir}' in capsys.readouterr().out
+    config = json.loads((hf_dir / 'config.json').read_text())
+    assert config['architectures'] == ['LlamaForCausalLM'] and not config['tie_word_embeddings']
+    assert config['rope_theta'] == 500 and not config['attention_bias'] and not config['mlp_bias']
+    llama = transformers.LlamaForCausalLM.from_pretrained(hf_dir).eval()
+    model, ckpt = sample.load_model(sample.SampleSettings(out_dir=str(tmp_path)), 'cpu')
+    assert model.params_by_kind()['multipliers']  # trained with them, not yet folded
+    n_params = sum(p.numel() for p in model.fold_multipliers().parameters())
+    assert sum(p.numel() for p in llama.parameters()) == n_params  # the baseline count
+    idx = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(idx, idx)[0], llama(idx).logits
+    assert (theirs - ours).abs().max() < 1e-5 * ours.abs().max()  # same logits, float32
+    prompt = torch.tensor([get_tokenizer(ckpt['meta']).encode('ROMEO:\n')])
+    greedy = llama.generate(prompt, max_new_tokens=24, do_sample=False)
+    assert greedy.tolist() == model.generate(prompt, 24, top_k=1).tolist()
+    # the tokenizer beside it: nanoLRM's ids for the dataset's text, and back
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    text = Path(shakespeare_path()).read_text(encoding='utf-8')[:5000]
+    ids = tokenizer.encode(text)
+    assert ids == get_tokenizer(read_meta(char_data)).encode(text)
+    assert tokenizer.decode(ids) == text
+
+
+def test_export_hf_writes_gpt2_tokenizer_from_the_local_tiktoken_ranks(tmp_path, monkeypatch):
+    transformers = import_transformers(monkeypatch)
+    if not GPT2_BPE_FILE.exists():
+        pytest.skip(f'no GPT-2 BPE file at {GPT2_BPE_FILE}')
+    monkeypatch.setenv(common.GPT2_BPE_ENV, str(GPT2_BPE_FILE))
+    model = GPT(tiny_config(vocab_size=50304, n_embd=8, n_layer=1))  # GPT-2's vocab, padded
+    sample.export_hf(model, {'tokenizer': 'gpt2'}, tmp_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer.encode('Hello world') == [15496, 995] and tokenizer.eos_token_id == 50256
+    text = Path(shakespeare_path()).read_text(encoding='utf-8')[:20000] + '<|endoftext|>é 🙂'
+    ids = tokenizer.encode(text)
+    assert ids == get_tokenizer({'tokenizer': 'gpt2'}).encode(text)  # tiktoken's ids
+    assert tokenizer.decode(ids) == text
+    assert json.loads((tmp_path / 'config.json').read_text())['eos_token_id'] == 50256
+
+
+def test_export_hf_without_gpt2_ranks_writes_the_weights_alone(tmp_path, monkeypatch, capsys):
+    transformers = import_transformers(monkeypatch)
+    monkeypatch.delenv(common.GPT2_BPE_ENV, raising=False)
+    sample.export_hf(GPT(tiny_config(vocab_size=50257, n_embd=8, n_layer=1)), {'tokenizer': 'gpt2'},
+                     tmp_path)
+    out = capsys.readouterr().out
+    assert 'no tokenizer written' in out and common.GPT2_BPE_ENV in out and out.count('\n') == 1
+    assert not (tmp_path / 'tokenizer.json').exists()
+    assert transformers.LlamaForCausalLM.from_pretrained(tmp_path).config.vocab_size == 50257
+
+
+def test_export_hf_byte_tokenizer_round_trips_non_ascii(tmp_path, monkeypatch):
+    transformers = import_transformers(monkeypatch)
+    sample.export_hf(GPT(tiny_config(vocab_size=256)), {'tokenizer': 'byte'}, tmp_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = 'héllo wörld, naïve café — 日本語 🙂\n  x' * 5
+    assert tokenizer.encode(text) == list(text.encode('utf-8'))
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@pytest.mark.parametrize('bad', ['a_file', 'below_a_file', 'no_transformers'])
+def test_export_hf_bad_folder_or_no_transformers_exit_2_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                    bad):
+    (tmp_path / 'a_file').write_text('not a folder')
+    folder = tmp_path / {'a_file': 'a_file', 'below_a_file': 'a_file/hf'}.get(bad, 'hf')
+    if bad == 'no_transformers':
+        monkeypatch.setitem(sys.modules, 'transformers', None)  # import transformers fails
+    else:
+        import_transformers(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:  # before the checkpoint is read: there is none
+        sample.main(['--out_dir', str(tmp_path), '--export_hf', str(folder), '--device', 'cpu'])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '--export_hf' in err and '\n' not in err
+    assert ('needs transformers' in err) == (bad == 'no_transformers')
+
+
 # ---------------------------------------------------------------------------------------------------
 # muon.py: Newton-Schulz
 
