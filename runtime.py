@@ -10,7 +10,10 @@ each script reads as what it does:
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
+import threading
 import typing
 from contextlib import nullcontext
 from dataclasses import asdict, fields
@@ -40,6 +43,19 @@ def check_ranges(settings):
         value, allowed = getattr(settings, f.name), f.metadata.get('allowed')
         if allowed and value is not None and not in_range(value, allowed):
             fail(f'--{f.name} {value} must be in {allowed}')
+
+
+def check_writable_folder(folder, flag):
+    """The folder a run writes into: created if missing; one line, exit 2, if it is a file or
+    cannot be created or written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        fail(f'{flag} {folder} is a file, not a folder')
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        fail(f'{flag} {folder}: cannot create it ({err.strerror})')
+    if not os.access(folder, os.W_OK):
+        fail(f'{flag} {folder} is not writable')
 
 
 def fail(message):
@@ -76,6 +92,32 @@ def parse_flags(argv, settings_class):
         else:
             parser.add_argument(f'--{f.name}', type=kind, choices=f.metadata['choices'], help=help)
     return vars(parser.parse_args(argv))
+
+
+class StopRequests:
+    """With: SIGINT (Ctrl-C) and SIGTERM (a scheduler's or a preemptible GPU's notice) ask the run to
+    stop after the current step; .signal is the one received, else None. A second Ctrl-C stops at
+    once, without a traceback. The previous handlers come back on exit."""
+
+    def __enter__(self):
+        self.signal, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():  # where Python takes signals
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT,
+                                                                         signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            print(f'{PROG}: interrupted again: stopped at once, nothing saved', file=sys.stderr,
+                  flush=True)
+            os._exit(130)
+        self.signal = signal.Signals(signum)
+        print(f'{PROG}: {self.signal.name}: stopping after this step (Ctrl-C again: at once)',
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -168,11 +210,21 @@ def save_checkpoint(path, model, settings, meta, iter, **training_state):
                 settings=settings if isinstance(settings, dict) else asdict(settings),
                 **training_state)
     temporary = f'{path}.tmp'
-    with open(temporary, 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as err:  # a full disk, a quota, an I/O error
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else \
+            f'{str(err).splitlines()[0][:100]}; {free:,} bytes free on its disk'
+        print(f'{PROG}: could not save {path}: {reason}; the previous checkpoint is untouched',
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def load_checkpoint(path, flag):

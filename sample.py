@@ -13,7 +13,7 @@ import torch
 
 from data.common import GPT2_BPE_ENV, GPT2_PATTERN, get_tokenizer
 from model import GPT, GPTConfig, doc
-from runtime import (check_ranges, fail, load_checkpoint, parse_flags, pick_device,
+from runtime import (check_ranges, check_writable_folder, fail, load_checkpoint, parse_flags, pick_device,
                      save_checkpoint)
 
 
@@ -56,14 +56,7 @@ def check_export_dir(folder):
         import transformers  # noqa: F401
     except ImportError:
         fail('--export_hf needs transformers (pip install transformers)')
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        fail(f'--export_hf {folder} is a file, not a folder')
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        fail(f'--export_hf {folder}: cannot create it ({err.strerror})')
-    if not os.access(folder, os.W_OK):
-        fail(f'--export_hf {folder} is not writable')
+    check_writable_folder(folder, '--export_hf')
 
 
 def llama_config(model, meta):
@@ -156,6 +149,10 @@ def export_hf(model, meta, folder):
 def main(argv):
     s = SampleSettings(**parse_flags(argv, SampleSettings))
     check_ranges(s)
+    if s.export:
+        check_writable_folder(os.path.dirname(os.path.abspath(s.export)), '--export')
+        if os.path.isdir(s.export):
+            fail(f'--export {s.export} is a folder, not a file')
     if s.export_hf:
         check_export_dir(s.export_hf)
     device, _, _ = pick_device(s.device)
@@ -178,6 +175,9 @@ def main(argv):
         start = tokenizer.encode(s.prompt)
     except ValueError as err:
         fail(f'--prompt: {err}')
+    if max(start, default=0) >= model.config.vocab_size:  # a tokenizer the model was not trained on
+        fail(f'--prompt: token id {max(start)} is beyond the model\'s vocabulary of '
+             f'{model.config.vocab_size}')
     idx = torch.tensor([start], dtype=torch.long, device=device)
     for _ in range(s.num_samples):
         out = model.generate(idx, s.max_new_tokens, s.temperature, s.top_k or None)

@@ -27,10 +27,12 @@ import math
 import os
 import re
 import runpy
+import signal
 import string
 import subprocess
 import sys
 import threading
+import types
 import typing
 from contextlib import nullcontext
 from pathlib import Path
@@ -886,22 +888,141 @@ def test_a_step_whose_gradients_overflowed_leaves_the_weights_unchanged():
     assert scaler.get_scale() == 2.0 ** 15  # the scale backs off instead
 
 
-def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(char_data, tmp_path, monkeypatch):
+def test_a_failed_save_says_why_in_one_line_and_leaves_the_previous_checkpoint(
+        char_data, tmp_path, monkeypatch, capsys):
     flags = ['--eval_interval', '5', '--lr_decay_iters', '10', '--row_mult']
     full = run(char_data, tmp_path / 'full', '--max_iters', '10', *flags)
     run(char_data, tmp_path / 'parts', '--max_iters', '5', *flags)
 
     def save_half_then_fail(obj, f):
         f.write(b'half a checkpoint')
-        raise OSError('No space left on device')
+        raise OSError(28, 'No space left on device')
 
     with monkeypatch.context() as patch:
         patch.setattr(runtime.torch, 'save', save_half_then_fail)
-        with pytest.raises(OSError):
-            run(char_data, tmp_path / 'parts', '--max_iters', '10', '--resume')  # dies saving at iter 10
-    assert torch.load(tmp_path / 'parts' / 'ckpt.pt', weights_only=True)['iter'] == 5  # still whole
+        with pytest.raises(SystemExit) as exit_info:  # dies saving at iter 10
+            run(char_data, tmp_path / 'parts', '--max_iters', '10', '--resume')
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and '\n' not in err, err
+    assert str(tmp_path / 'parts' / 'ckpt.pt') in err and 'No space left on device' in err, err
+    assert not (tmp_path / 'parts' / 'ckpt.pt.tmp').exists()
+    assert torch.load(tmp_path / 'parts' / 'ckpt.pt', weights_only=True)['iter'] == 5  # whole
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '10', '--resume')
     assert [line['val_loss'] for line in resumed] == [line['val_loss'] for line in full]
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_on_a_real_small_filesystem(char_data, tmp_path, capsys):
+    run(char_data, tmp_path / 'sized', '--max_iters', '0')
+    size = (tmp_path / 'sized' / 'ckpt.pt').stat().st_size
+    disk = tmp_path / 'disk'  # a tmpfs with room for one checkpoint, not for two side by side
+    disk.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size * 3 // 2}', 'tmpfs',
+                              str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (needs root)')
+    try:
+        with pytest.raises(SystemExit) as exit_info:  # iter 0 fits; at iter 5 the new one cannot
+            run(char_data, disk, '--max_iters', '10', '--eval_interval', '5')
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 1 and '\n' not in err, err
+        assert 'could not save' in err and str(disk / 'ckpt.pt') in err, err
+        assert not (disk / 'ckpt.pt.tmp').exists()
+        assert torch.load(disk / 'ckpt.pt', weights_only=True)['iter'] == 0  # whole
+    finally:
+        subprocess.run(['umount', str(disk)])
+
+
+@pytest.mark.parametrize('where', ['file', 'below_a_file'])
+def test_an_out_dir_that_cannot_be_written_fails_in_one_line(char_data, tmp_path, where, capsys):
+    (tmp_path / 'file').write_text('not a folder')
+    out_dir = tmp_path / 'file' if where == 'file' else tmp_path / 'file' / 'run'
+    with pytest.raises(SystemExit) as exit_info:
+        run(char_data, out_dir, '--max_iters', '1')
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err and '--out_dir' in err, err
+
+
+@pytest.mark.parametrize('bad_file', ['val', 'second_train'])
+def test_token_ids_beyond_the_vocabulary_fail_in_one_line_naming_the_file(tmp_path, bad_file,
+                                                                          capsys):
+    folder = tmp_path / 'data'  # a character meta.json (vocab 65) beside files of larger ids
+    folder.mkdir()
+    ids = np.arange(2000) % 65
+    for name in ('train0.bin', 'train1.bin', 'val.bin'):
+        write_tokens(folder / name, ids)
+    write_tokens(folder / {'val': 'val.bin', 'second_train': 'train1.bin'}[bad_file],
+                 np.arange(2000) % 50257)  # GPT-2's ids
+    write_meta(folder, dict(vocab_size=65, tokenizer='char', dtype='uint16', header_bytes=0,
+                            train=['train0.bin', 'train1.bin'], val=['val.bin'],
+                            chars=string.printable[:65]))
+    with pytest.raises(SystemExit) as exit_info:  # the bad train file: as soon as a batch reads it
+        run(str(folder), tmp_path / 'out', '--max_iters', '20', '--eval_interval', '20')
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err, err
+    assert 'token id 1999' in err and 'vocabulary of 65' in err and '.bin' in err, err
+
+
+def test_prepared_token_ids_must_fit_the_vocabulary():
+    with pytest.raises(ValueError, match='beyond the tokenizer') as err:
+        common.check_tokens(np.array([3, 70]), 'train.bin', vocab_size=65)
+    assert_one_line(err)
+
+
+def test_sigterm_saves_the_step_and_a_resumed_run_equals_an_unstopped_one(char_data, tmp_path,
+                                                                          monkeypatch, capsys):
+    flags = ['--eval_interval', '5', '--lr_decay_iters', '12', '--dropout', '0.1', '--row_mult',
+             '--log_interval', '1']
+    full = run(char_data, tmp_path / 'full', '--max_iters', '12', *flags)
+    real_train_step, steps = train.train_step, []
+
+    def step_then_sigterm_at_7(*args, **kwargs):  # the signal lands in the middle of step 7
+        steps.append(1)
+        if len(steps) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_train_step(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, 'train_step', step_then_sigterm_at_7)
+        with pytest.raises(SystemExit) as exit_info:
+            run(char_data, tmp_path / 'parts', '--max_iters', '12', *flags)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    ckpt_path = tmp_path / 'parts' / 'ckpt.pt'
+    assert exit_info.value.code == 143
+    assert err == f'stopped at iter 7 by SIGTERM; checkpoint in {ckpt_path}; continue with --resume'
+    assert torch.load(ckpt_path, weights_only=True)['iter'] == 7
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+    resumed = run(char_data, tmp_path / 'parts', '--max_iters', '12', *flags, '--resume')
+    assert [(x['iter'], x.get('val_loss', x.get('loss'))) for x in resumed] == \
+        [(x['iter'], x.get('val_loss', x.get('loss'))) for x in full]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_saves_and_exits_130_without_a_traceback(char_data, tmp_path):
+    command = [sys.executable, os.path.join(REPO, 'train.py'), '--dataset', char_data,
+               '--out_dir', str(tmp_path), '--device', 'cpu', '--n_layer', '2', '--n_head', '2',
+               '--n_embd', '32', '--block_size', '32', '--batch_size', '8', '--eval_iters', '2',
+               '--eval_interval', '1000', '--log_interval', '1', '--max_iters', '100000',
+               '--sample_tokens', '0']
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not process.stdout.readline().startswith('iter 1:'):  # training: the handlers are in
+        assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and 'Traceback' not in err, err
+    assert 'by SIGINT; checkpoint in' in err.splitlines()[-1], err
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter'] > 0
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(runtime.os, '_exit', lambda code: pytest.exit(f'_exit {code}'))
+    with runtime.StopRequests() as requests:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+        assert requests.signal == signal.SIGINT
+        with pytest.raises(pytest.exit.Exception, match='_exit 130'):
+            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+    assert capsys.readouterr().err.strip().endswith('interrupted again: stopped at once, '
+                                                    'nothing saved')
 
 
 def torchrun(nproc, out_dir, *flags):
@@ -932,6 +1053,24 @@ def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data,
             if key in a:
                 assert math.isclose(a[key], b[key], rel_tol=1e-5), (key, a, b)
     assert one[-1]['tokens'] == two[-1]['tokens'] == 10 * 4 * 2 * 16 * 2  # batch x ranks x block x accum
+
+
+def agreement_worker(rank, world, rendezvous, out_dir):
+    torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
+                                         world_size=world)
+    try:  # only rank 1 was sent SIGTERM
+        requests = types.SimpleNamespace(signal=signal.SIGTERM if rank == 1 else None)
+        (out_dir / f'rank{rank}').write_text(
+            str(train.agreed_signal(requests, world, torch.device('cpu'))))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_stops_at_the_step_one_rank_was_signalled_at(tmp_path):
+    torch.multiprocessing.spawn(agreement_worker, args=(2, tmp_path / 'rendezvous', tmp_path),
+                                nprocs=2, join=True)
+    assert [(tmp_path / f'rank{r}').read_text() for r in range(2)] == ['15', '15']
 
 
 def test_ddp_resume_reproduces_the_uninterrupted_run(char_data, tmp_path):

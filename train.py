@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -22,12 +23,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.common import TokenData, get_tokenizer
+from data.common import TokenData, VocabularyError, get_tokenizer
 from model import GPT, MATRICES, GPTConfig, doc
 from muon import MuonAdamW
-from runtime import (append_log, average_over_ranks, check_ranges, fail, gather,
-                     init_distributed, leave_distributed, load_checkpoint, parse_flags, peak_flops, pick_device,
-                     save_checkpoint, truncate_log)
+from runtime import (StopRequests, append_log, average_over_ranks, check_ranges,
+                     check_writable_folder, fail, gather, init_distributed, leave_distributed,
+                     load_checkpoint, parse_flags, peak_flops, pick_device, save_checkpoint,
+                     truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 KINDS = MATRICES + ('gains', 'multipliers')  # the parameter kinds, as GPT.params_by_kind() names them
@@ -165,6 +167,7 @@ def load_data(s):
             prepare = importlib.import_module(f'data.{s.dataset}.prepare').prepare
         except ImportError:
             fail(f'--dataset {s.dataset}: no {folder}/meta.json and no prepare.py for it')
+        check_writable_folder(folder, '--dataset')
         print(f'{folder}/meta.json is missing: preparing the dataset first')
         try:
             prepare(input_path=s.input or None)
@@ -389,11 +392,15 @@ def check_data(s, data, world_size):
     vocab_size = s.vocab_size or data.vocab_size
     if vocab_size < data.vocab_size:
         fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    for split in ('train', 'val'):  # each split needs at least one window of block_size + 1 tokens
-        try:
+    try:  # token ids beyond the vocabulary: every val file now, each train file when first read
+        for i in range(len(data.files['val'])):
+            data.check_vocabulary('val', i)
+        for split in ('train', 'val'):  # each split needs a window of block_size + 1 tokens
             data.get_batch(split, 1, s.block_size, torch.Generator())
-        except ValueError as err:
-            fail(f'--block_size {s.block_size}: {err}')
+    except VocabularyError as err:
+        fail(f'--dataset {s.dataset}: {err}')
+    except ValueError as err:
+        fail(f'--block_size {s.block_size}: {err}')
     if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
         fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
              f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
@@ -450,11 +457,42 @@ def stop(it, what, last_saved, ckpt_path):
     sys.exit(1)
 
 
+def agreed_signal(requests, world_size, device):
+    """The stop signal's number if any rank received one (0 if none): signals reach the ranks at
+    different steps, so under torchrun they agree here, every step, to stop at the same one."""
+    signum = requests.signal or 0
+    if world_size > 1:
+        signum = torch.tensor(int(signum), device=device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        signum = int(signum.item())
+    return signum
+
+
+def log_step(it, loss, norms, dt, speed, s, world_size, last_saved, ckpt_path, master):
+    """Every --log_interval: a progress line and a log.jsonl step line; a non-finite loss stops.
+    dt: seconds per step; speed: tokens/s and MFU as text."""
+    if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
+        dist.all_reduce(loss)
+        loss /= world_size
+    loss, (rest_norm, mult_norm) = loss.item(), (n.item() for n in norms)  # waits for the device
+    # a non-finite loss is a divergence; a non-finite gradient norm alone is not: under float16
+    # it marks a step that GradScaler skipped (its weights untouched)
+    if not math.isfinite(loss):
+        stop(it, f'training loss {loss}, gradient norm {rest_norm} (multipliers {mult_norm})',
+             last_saved, ckpt_path)
+    if master:  # pre-clip gradient norms: the rest, the multipliers
+        print(f'iter {it}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {speed}, '
+              f'grad norm {rest_norm:.3f}')
+        append_log(s.out_dir, dict(iter=it, loss=loss, grad_norm=rest_norm,
+                                   mult_grad_norm=mult_norm, ms_per_iter=dt * 1000))
+
+
 def train(s):
     """Train with settings s; return the last evaluation's losses."""
     rank, world_size, device_name = init_distributed(s.device)  # torchrun: one process per device
     master = rank == 0  # the one process that prints, logs and saves
     device, dtype, autocast = pick_device(device_name, s.dtype)
+    check_writable_folder(s.out_dir, '--out_dir')
     torch.manual_seed(s.seed + rank)  # rank 0 = one process; DDP copies rank 0's weights
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
@@ -480,21 +518,30 @@ def train(s):
         step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
     build_once = s.build_once and s.grad_accum > 1  # speed only: one build of each W per step
     weights_built_once = model.weights_built_once if build_once else None
-    n_params = sum(p.numel() for p in model.parameters())
-    n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
-    log = print if master else lambda *args, **kwargs: None
-    log(f'{n_params / 1e6:.2f}M parameters ({n_mults} in multipliers); optimizer {s.optimizer}; '
-        f'device {device}, {dtype}, compile {use_compile}; {world_size} process(es), '
-        f'{tokens_per_iter:,} tokens per step' + (', W built once per step' if build_once else ''))
-    os.makedirs(s.out_dir, exist_ok=True)
+    if master:
+        n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
+        print(f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters ({n_mults} in '
+              f'multipliers); optimizer {s.optimizer}; device {device}, {dtype}, compile '
+              f'{use_compile}; {world_size} process(es), {tokens_per_iter:,} tokens per step'
+              + (', W built once per step' if build_once else ''))
 
     def next_batch():  # this rank's rows of the step's batch
         rows = slice(rank * s.batch_size, (rank + 1) * s.batch_size)
-        x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
+        try:
+            x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
+        except VocabularyError as err:  # a file first read now: every rank reads the same ones
+            fail(f'--dataset {s.dataset}: {err}')
         if device.type == 'cuda':
             x = x.pin_memory().to(device, non_blocking=True)
             y = y.pin_memory().to(device, non_blocking=True)
         return x, y
+
+    def save(it):  # out_dir/ckpt.pt with all a resumed run needs to continue exactly
+        rng = rng_states(batches, device, world_size)  # every rank takes part in the gather
+        if master:
+            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
+                            world_size=world_size)
 
     def evaluate(it):  # losses, a log.jsonl line and a checkpoint; a non-finite run stops instead
         losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
@@ -503,7 +550,6 @@ def train(s):
         if not finite:
             stop(it, f"the loss or the weights are not finite (val loss {losses['val']})",
                  last_saved, ckpt_path)
-        rng = rng_states(batches, device, world_size)  # every rank takes part in the gather
         if master:
             lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
             evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
@@ -512,54 +558,47 @@ def train(s):
                                **activation_rms(model, data, s, device, autocast))
             append_log(s.out_dir, dict(**evaluation, **lrs, **observables))
             print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
-                            world_size=world_size)
+        save(it)
         return losses
 
     flops_per_iter = model.flops_per_token() * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
     timed_iters = 0
-    for it in range(start_iter, s.max_iters + 1):
-        lr_scale = lr_factor(it, s)
-        for g in optimizer.param_groups:
-            g['lr'] = g['initial_lr'] * lr_scale
-
-        # every eval_interval (a resumed run logged its first one already). Under DDP all ranks
-        # get the same losses, so all take the same decisions.
-        if (it % s.eval_interval == 0 or it == s.max_iters) and not (s.resume and it == start_iter):
-            elapsed, t0 = elapsed + time.time() - t0, time.time()
-            losses, last_saved = evaluate(it), it
-            timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
-        if it == s.max_iters:
-            break
-
-        loss, (rest_norm, mult_norm) = train_step(step_model, optimizer, scaler, groups, s,
-                                                  next_batch, autocast, weights_built_once,
-                                                  world_size)
-        timed_iters += 1
-        if (it + 1) % s.log_interval == 0:
-            if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
-                dist.all_reduce(loss)
-                loss /= world_size
-            # .item() waits for the device
-            loss, rest_norm, mult_norm = loss.item(), rest_norm.item(), mult_norm.item()
-            # a non-finite loss is a divergence; a non-finite gradient norm alone is not: under
-            # float16 it marks a step that GradScaler skipped (its weights are untouched)
-            if not math.isfinite(loss):
-                stop(it + 1, f'training loss {loss}, gradient norm {rest_norm} '
-                     f'(multipliers {mult_norm})', last_saved, ckpt_path)
-            dt = (time.time() - timer) / timed_iters
-            mfu = f', MFU {flops_per_iter / dt / peak:.1%}' if peak else ''
-            log(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, '
-                f'{tokens_per_iter / dt:,.0f} tokens/s, grad norm {rest_norm:.3f}{mfu}')
-            if master:  # a step line (no val_loss); pre-clip grad norms: the rest, the multipliers
-                append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=rest_norm,
-                                           mult_grad_norm=mult_norm, ms_per_iter=dt * 1000))
-            timer, timed_iters = time.time(), 0
-    if losses:
-        log(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
+    with StopRequests() as requests:  # Ctrl-C or SIGTERM: finish the step, save, exit
+        for it in range(start_iter, s.max_iters + 1):
+            for g in optimizer.param_groups:
+                g['lr'] = g['initial_lr'] * lr_factor(it, s)
+            # every eval_interval (a resumed run logged its first one already). Under DDP all
+            # ranks get the same losses, so all take the same decisions.
+            evaluating = it % s.eval_interval == 0 or it == s.max_iters
+            if evaluating and not (s.resume and it == start_iter):
+                elapsed, t0 = elapsed + time.time() - t0, time.time()
+                losses, last_saved = evaluate(it), it
+                timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
+            if it == s.max_iters:
+                break
+            loss, norms = train_step(step_model, optimizer, scaler, groups, s, next_batch,
+                                     autocast, weights_built_once, world_size)
+            timed_iters += 1
+            if (it + 1) % s.log_interval == 0:
+                dt = (time.time() - timer) / timed_iters
+                speed = f'{tokens_per_iter / dt:,.0f} tokens/s' + \
+                    (f', MFU {flops_per_iter / dt / peak:.1%}' if peak else '')
+                log_step(it + 1, loss, norms, dt, speed, s, world_size, last_saved, ckpt_path,
+                         master)
+                timer, timed_iters = time.time(), 0
+            signum = agreed_signal(requests, world_size, device)
+            if signum:
+                elapsed, t0 = elapsed + time.time() - t0, time.time()
+                save(it + 1)
+                if master:
+                    print(f'stopped at iter {it + 1} by {signal.Signals(signum).name}; checkpoint '
+                          f'in {ckpt_path}; continue with --resume', file=sys.stderr)
+                leave_distributed()
+                sys.exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    if losses and master:
+        print(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
     if s.sample_tokens > 0 and master:
         print_sample(model, data, s, device)
     leave_distributed()

@@ -29,13 +29,17 @@ GPT2_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s
 
 # ----------------------------------------------------------------------------- writing
 
-def check_tokens(ids, where):
-    """Raise a one-line ValueError unless ids is a non-empty array that fits in uint16."""
+def check_tokens(ids, where, vocab_size=None):
+    """Raise a one-line ValueError unless ids is a non-empty array that fits in uint16 (and in
+    the vocabulary, when its size is given)."""
     if len(ids) == 0:
         raise ValueError(f"no tokens to write to {where}")
     if ids.min() < 0 or ids.max() > np.iinfo(TOKEN_DTYPE).max:
         raise ValueError(f"token ids {ids.min()}..{ids.max()} for {where} do not fit in uint16 "
                          f"(vocab must be <= 65536)")
+    if vocab_size is not None and ids.max() >= vocab_size:
+        raise ValueError(f"token id {ids.max()} for {where} is beyond the tokenizer's vocabulary "
+                         f"of {vocab_size}")
 
 
 def write_tokens(path, ids):
@@ -157,8 +161,8 @@ def prepare_text(text, out_folder, tokenizer='char', val_fraction=0.1, encoding=
     split = int(len(text) * (1 - val_fraction))  # split the text, not the tokens: nanoGPT's counts
     train_ids = np.array(tok.encode(text[:split]), dtype=np.int64)
     val_ids = np.array(tok.encode(text[split:]), dtype=np.int64)
-    check_tokens(train_ids, 'train.bin')  # check both splits before writing either
-    check_tokens(val_ids, 'val.bin')
+    check_tokens(train_ids, 'train.bin', tok.vocab_size)  # both splits before writing either
+    check_tokens(val_ids, 'val.bin', tok.vocab_size)
     os.makedirs(out_folder, exist_ok=True)
     old_meta = os.path.join(out_folder, 'meta.json')
     if os.path.exists(old_meta):
@@ -199,14 +203,32 @@ def open_tokens(path, header_bytes):
     return np.memmap(path, dtype=TOKEN_DTYPE, mode='r', offset=header_bytes)
 
 
+class VocabularyError(ValueError):
+    """A token file holds ids beyond its dataset's vocabulary."""
+
+
 class TokenData:
-    """A dataset folder, memory-mapped: samples random windows from its train or val files."""
+    """A dataset folder, memory-mapped: samples random windows from its train or val files.
+    Each file's token ids are checked against the vocabulary when a batch first reads it (one max
+    over the file): a file written with another tokenizer fails in one line, not in the model."""
 
     def __init__(self, folder):
         self.folder, self.meta = folder, read_meta(folder)
         self.vocab_size = self.meta['vocab_size']
         self.files = {split: [open_tokens(os.path.join(folder, name), self.meta['header_bytes'])
                               for name in self.meta[split]] for split in ('train', 'val')}
+        self.checked = set()  # (split, file index) whose ids are known to fit the vocabulary
+
+    def check_vocabulary(self, split, i):
+        """ValueError unless every id in file i of split is < vocab_size (once per file)."""
+        if (split, i) not in self.checked:
+            largest = int(self.files[split][i].max())
+            if largest >= self.vocab_size:
+                path = os.path.join(self.folder, self.meta[split][i])
+                raise VocabularyError(f"{path} holds token id {largest}, beyond the vocabulary of "
+                                 f"{self.vocab_size} in meta.json (written with another "
+                                 "tokenizer?)")
+            self.checked.add((split, i))
 
     def num_tokens(self, split):
         return sum(len(f) for f in self.files[split])
@@ -226,7 +248,10 @@ class TokenData:
                              f"{block_size + 1}")
         ends = counts.cumsum(0)  # windows ends[i] - counts[i] .. ends[i] - 1 belong to file i
         # uniform over all windows
-        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)[rows]
+        picks = torch.randint(int(ends[-1]), (batch_size,), generator=generator)
+        for i in torch.searchsorted(ends, picks, right=True).unique().tolist():
+            self.check_vocabulary(split, i)  # every rank checks the whole batch's files alike
+        picks = picks[rows]
         file_ids = torch.searchsorted(ends, picks, right=True)
         starts = picks - (ends[file_ids] - counts[file_ids])  # where each window starts in its file
         tokens = torch.stack([torch.from_numpy(files[f][s:s + block_size + 1].astype(np.int64))
