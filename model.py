@@ -326,7 +326,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             q_scale, k_scale = block.attn.q.out_scale(), block.attn.k.out_scale()
             if isinstance(q_scale, torch.Tensor) and isinstance(k_scale, torch.Tensor):
-                # only the product (s r)_Q (s r)_K reaches the logits: the ratio may drift (Sec. 4.1)
+                # only (s r)_Q (s r)_K reaches the logits: their ratio may drift (Sec. 4.1)
                 ratio = (q_scale / k_scale).abs().float()
                 stats[f'blocks.{i}.attn.qk_ratio_min'] = ratio.min().item()
                 stats[f'blocks.{i}.attn.qk_ratio_max'] = ratio.max().item()
@@ -371,10 +371,12 @@ class GPT(nn.Module):
         return folded
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, vocab_size=None):
+        """Continue idx by sampling; vocab_size: only ids below it (the tokenizer's, when
+        --vocab_size padded the model's vocabulary with ids no data holds)."""
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.config.block_size:])
-            logits = logits[:, -1, :] / max(temperature, 1e-6)
+            logits = logits[:, -1, :vocab_size] / max(temperature, 1e-6)
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits[logits < kth] = -float('inf')

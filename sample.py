@@ -13,8 +13,8 @@ import torch
 
 from data.common import GPT2_BPE_ENV, GPT2_PATTERN, get_tokenizer
 from model import GPT, GPTConfig, doc
-from runtime import (check_ranges, check_writable_folder, fail, load_checkpoint, parse_flags, pick_device,
-                     save_checkpoint)
+from runtime import (check_ranges, check_writable_folder, fail, load_checkpoint, parse_flags,
+                     pick_device, save_checkpoint)
 
 
 @dataclass
@@ -180,7 +180,8 @@ def main(argv):
              f'{model.config.vocab_size}')
     idx = torch.tensor([start], dtype=torch.long, device=device)
     for _ in range(s.num_samples):
-        out = model.generate(idx, s.max_new_tokens, s.temperature, s.top_k or None)
+        out = model.generate(idx, s.max_new_tokens, s.temperature, s.top_k or None,
+                             tokenizer.vocab_size)
         print(tokenizer.decode(out[0].tolist()) + '\n---------------')
 
 

@@ -32,7 +32,7 @@ from runtime import (StopRequests, append_log, average_over_ranks, check_ranges,
                      truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-KINDS = MATRICES + ('gains', 'multipliers')  # the parameter kinds, as GPT.params_by_kind() names them
+KINDS = MATRICES + ('gains', 'multipliers')  # the kinds of GPT.params_by_kind()
 HIDDEN = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')  # the hidden matrices (Muon's, with muon)
 EVAL_SEED = 1338  # the evaluation batches' own RNG: the same batches for every --seed
 
@@ -327,7 +327,8 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
         for micro_step in range(s.grad_accum):
             # under DDP, average the gradients over the ranks only once, after the last micro-batch
             # (W built once: after the build's backward, below; DDP only sees the parameters)
-            step_model.require_backward_grad_sync = micro_step == s.grad_accum - 1 and not built_once
+            last = micro_step == s.grad_accum - 1
+            step_model.require_backward_grad_sync = last and not built_once
             x, y = next_batch()
             with autocast:
                 logits, loss = step_model(x, y)
@@ -410,7 +411,7 @@ def check_data(s, data, world_size):
 def load_optimizer_state(optimizer, saved):
     """The saved optimizer state, under this run's group settings (flags given now win).
     MuonAdamW counts steps as ints, torch's AdamW as float32 tensors, which load_state_dict puts on
-    the parameters' device when the group is fused: a checkpoint of either resumes into the other."""
+    the parameters' device when the group is fused: a checkpoint of either resumes in the other."""
     groups = [{**now, 'params': old['params']}
               for now, old in zip(optimizer.param_groups, saved['param_groups'])]
     state = saved['state']
@@ -612,7 +613,8 @@ def print_sample(model, data, s, device):
         print(f'no sample: {err}')
         return
     start = torch.tensor([tokenizer.encode('\n')], device=device)
-    ids = model.generate(start, s.sample_tokens, top_k=200)[0].tolist()
+    ids = model.generate(start, s.sample_tokens, top_k=200,
+                         vocab_size=tokenizer.vocab_size)[0].tolist()
     print('---- sample ----\n' + tokenizer.decode(ids))
 
 

@@ -2,15 +2,17 @@
 
     python data/shakespeare_char/prepare.py [--input PATH]
 
-Without --input it downloads input.txt (1.1 MB) into this folder first. Writes train.bin (1,003,854
-tokens), val.bin (111,540 tokens) and meta.json here. train.py calls prepare() when meta.json is missing.
+Without --input it downloads input.txt (1.1 MB) into this folder first. Writes train.bin
+(1,003,854 tokens), val.bin (111,540 tokens) and meta.json here. train.py calls prepare() when
+meta.json is missing.
 """
 import argparse
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, so the script can import data.*
+# repo root, so the script can import data.*
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data.common import download, prepare_text, read_text, run_prepare  # noqa: E402
 
 URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -18,15 +20,18 @@ FOLDER = os.path.dirname(os.path.abspath(__file__))
 
 
 def shakespeare_text(input_path=None, folder=FOLDER):
-    """The tiny Shakespeare text: from input_path if given, else from folder/input.txt (downloaded once)."""
+    """The tiny Shakespeare text: from input_path if given, else from folder/input.txt
+    (downloaded once)."""
     if input_path is None:
         input_path = os.path.join(folder, 'input.txt')
         if not os.path.exists(input_path):  # download() renames only a complete file to input.txt
             os.makedirs(folder, exist_ok=True)
             try:
                 download(URL, input_path)
-            except RuntimeError as err:  # train.py has the same --input flag, so this advice holds there too
-                raise RuntimeError(f"{err}; no network? pass a local copy with --input PATH") from None
+            except RuntimeError as err:
+                # train.py has the same --input flag, so this advice holds there too
+                raise RuntimeError(
+                    f"{err}; no network? pass a local copy with --input PATH") from None
     return read_text(input_path)
 
 
@@ -36,7 +41,8 @@ def prepare(input_path=None, out_folder=FOLDER):
 
 
 if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description='Tiny Shakespeare, one token per character (vocab 65).')
+    parser = argparse.ArgumentParser(
+        description='Tiny Shakespeare, one token per character (vocab 65).')
     parser.add_argument('--input', dest='input_path', metavar='PATH',
                         help=f'a local copy of input.txt (default: download {URL})')
     run_prepare(parser, prepare)

@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, so the script can import data.*
+# repo root, so the script can import data.*
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data.common import prepare_text, read_text, run_prepare  # noqa: E402
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
@@ -27,9 +28,12 @@ def prepare(input_path=None, out_folder=FOLDER, tokenizer='char', val_fraction=0
 
 
 if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description='Tokenize a UTF-8 text file into a nanoLRM dataset folder.')
-    parser.add_argument('--input', dest='input_path', required=True, metavar='PATH', help='the text file to tokenize')
-    parser.add_argument('--tokenizer', default='char', choices=['char', 'byte', 'gpt2'], help='default: char')
+    parser = argparse.ArgumentParser(
+        description='Tokenize a UTF-8 text file into a nanoLRM dataset folder.')
+    parser.add_argument('--input', dest='input_path', required=True, metavar='PATH',
+                        help='the text file to tokenize')
+    parser.add_argument('--tokenizer', default='char', choices=['char', 'byte', 'gpt2'],
+                        help='default: char')
     parser.add_argument('--out', dest='out_folder', default=FOLDER, metavar='FOLDER',
                         help='where to write train.bin, val.bin, meta.json (default: data/text); '
                              'train.py finds data/<name> as --dataset <name>')

@@ -66,15 +66,18 @@ def compare(run_dir, matrices=MATRICES):
     iters = sorted(real)
     lr, wd = matrix_lr_wd(s)
     mults = '+'.join(k[0] for k in ('scalar', 'row', 'col') if getattr(s, f'{k}_mult')) or 'none'
-    label = f'{s.optimizer}, S = sqrt(lr/wd) = {(lr / wd) ** 0.5:.3g} (lr {lr:g}, wd {wd:g}), mults {mults}'
+    label = (f'{s.optimizer}, S = sqrt(lr/wd) = {(lr / wd) ** 0.5:.3g} (lr {lr:g}, wd {wd:g}), '
+             f'mults {mults}')
+    lr_times_wd_steps = sum(lr * wd * train.lr_factor(it, s) for it in range(s.max_iters))
     return dict(run=run_dir, label=label, iters=iters,
-                lr_times_wd_steps=sum(lr * wd * train.lr_factor(it, s) for it in range(s.max_iters)),
+                lr_times_wd_steps=lr_times_wd_steps,
                 real={k: [real[i][k] for i in iters] for k in keys},
                 noise={k: [noise[i][k] for i in iters] for k in keys})
 
 
 def matrix_lr_wd(s):
-    """The peak LR and the weight decay of the hidden matrices W~, as train.param_groups() sets them."""
+    """The peak LR and the weight decay of the hidden matrices W~,
+    as train.param_groups() sets them."""
     if s.optimizer == 'muon':
         return s.muon_lr, train.pick(s.muon_wd, s.weight_decay)
     return train.pick(s.matrix_lr, s.learning_rate), train.pick(s.matrix_wd, s.weight_decay)
@@ -105,8 +108,8 @@ def plot(results, path):
         for ax in row:
             ax.set_xlabel('step', fontsize=8)
             ax.tick_params(labelsize=7)
-        row[0].set_ylabel(f"{r['label']}\n{r['lr_times_wd_steps']:.1f} equilibrium times".replace(', ', '\n', 2),
-                          fontsize=7)
+        ylabel = f"{r['label']}\n{r['lr_times_wd_steps']:.1f} equilibrium times"
+        row[0].set_ylabel(ylabel.replace(', ', '\n', 2), fontsize=7)
         row[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

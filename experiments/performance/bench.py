@@ -85,7 +85,8 @@ def print_profiles(steps, s, device):
 def muon_steps(s, device, vocab_size):
     """Optimizer steps of ours and of torch.optim.Muon on the same hidden matrices and gradients."""
     model, _, _ = train.build(s, vocab_size, device)
-    matrices = [p for g in train.param_groups(model, s) if g['name'] == 'matrices' for p in g['params']]
+    matrices = [p for g in train.param_groups(model, s) if g['name'] == 'matrices'
+                for p in g['params']]
     for p in matrices:
         p.grad = torch.randn_like(p)
     hyper = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True, ns_steps=s.ns_steps)

@@ -99,7 +99,8 @@ def merged(name, *records):
     return dict(name=name, status=failed[0]['status'] if failed else 'ok',
                 seconds=round(sum(r['seconds'] for r in records), 1),
                 last_stderr=(failed[0] if failed else records[-1])['last_stderr'],
-                recompiles=sum(r['recompiles'] for r in records))
+                recompiles=sum(r['recompiles'] for r in records),
+                command=' && '.join(r.get('command', '') for r in records))
 
 
 def cuda_only(kind):
@@ -214,13 +215,13 @@ def main(argv=None):
         p = plan(args, work)
         device = torch.cuda.get_device_name() if p['cuda'] else f'CPU, {os.cpu_count()} cores'
         print(f"{device}, torch {torch.__version__}, {'GPT-2 small' if p['gpt2'] else 'toy size'}")
-        print(f"| {'check':<40} | {'status':<8} | {'s':>6} | recompiles | last stderr line")
+        print(f"| {'check':<40} | {'status':<19} | {'s':>6} | recompiles | last stderr line")
         for kind in (check_features, check_resume, check_float16, check_torchrun,
                      check_cpu_to_cuda, check_fold, check_bench):
             for record in kind(p):  # each kind yields a record per check, as it finishes
                 (bench if kind is check_bench else smoke).append(record)
-                print(f"| {record['name']:<40} | {record['status']:<8} | {record['seconds']:>6.1f}"
-                      f" | {record['recompiles']:>10} | {record['last_stderr'][-70:]}", flush=True)
+                print(f"| {record['name']:<40} | {record['status']:<19} | {record['seconds']:>6.1f}"
+                      f" | {record['recompiles']:>10} | {record['last_stderr'][-60:]}", flush=True)
     for record in bench:
         print(f"\n{record['name']}:\n" + '\n'.join(line for line in record.get('output', '')
                                                    .splitlines() if line.startswith(('|', 'dev'))))
