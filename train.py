@@ -591,6 +591,9 @@ def train(s):
                 timer, timed_iters = time.time(), 0
             signum = agreed_signal(requests, world_size, device)
             if signum:
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    stop(it + 1, f'{signal.Signals(signum).name}, but the weights are not finite',
+                         last_saved, ckpt_path)
                 elapsed, t0 = elapsed + time.time() - t0, time.time()
                 save(it + 1)
                 if master:

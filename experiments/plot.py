@@ -3,13 +3,15 @@ Figures from train.py's log.jsonl files and sweep.py's results.json
 (needs matplotlib: pip install matplotlib).
 
     # loss, RMS of each W~, each multiplier
-    python plot.py curves out/run1 out/run2 --out curves.png
+    python experiments/plot.py curves out/run1 out/run2 --out curves.png
     # final val loss vs one flag, over seeds
-    python plot.py sweep sweeps/lr/results.json --x learning_rate
+    python experiments/plot.py sweep experiments/2x2_nanogpt_recipe/adamw/results.json \
+        --x learning_rate
     # loss and ||W~|| vs S = sqrt(lr/wd)
-    python plot.py equilibrium sweeps/eq/results.json --out eq.png
+    python experiments/plot.py equilibrium experiments/equilibrium/adamw_frozen/results.json \
+        --out eq.png
     # multipliers in/out of grad clipping
-    python plot.py clipping sweeps/clipping --out clipping.png
+    python experiments/plot.py clipping experiments/clipping --out clipping.png
 
 Only this script imports matplotlib; training never needs it.
 """

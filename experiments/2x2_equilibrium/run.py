@@ -5,7 +5,9 @@ its own learning rate, in equilibrium, with the paper's schedule (warmup, a long
 x8 exponential decay over the last sixth) and z-loss 1e-4.
 
 Each configuration's LR comes from a ladder a factor sqrt(2) apart (the paper's grid), widened
-until its best point has a neighbour on each side; then two more seeds at that LR.
+until its best point has a neighbour on each side; then two more seeds at that LR. The ladder stops
+where a run would last less than 3 equilibrium times sum_t lr_t * wd: below that the matrices still
+remember their initialization, and the study is about runs in equilibrium.
 
     python experiments/2x2_equilibrium/run.py     # resumable: recorded runs are skipped
 
@@ -16,20 +18,23 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import train  # noqa: E402
 from experiments.sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
-# 1000 steps, one weight decay 3 for every matrix: at lr 2e-3, 5.2 equilibrium times 1/(lr wd)
-RUN = ['--max_iters', '1000', '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac', '0.167',
-       '--weight_decay', '3', '--z_loss', '1e-4', '--eval_interval', '100', '--eval_iters', '20',
-       '--log_interval', '100']
+# 1000 steps, one weight decay for every matrix (the paper's global WD): at lr 1e-3, 4.3
+# equilibrium times 1/(lr wd)
+STEPS, WD = 1000, 5.0
+RUN = ['--max_iters', str(STEPS), '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac',
+       '0.167', '--weight_decay', str(WD), '--z_loss', '1e-4', '--eval_interval', '100',
+       '--eval_iters', '20', '--log_interval', '100']
 LRM = ['--row_mult', '--col_mult']
 MUON = ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw']  # AdamW's lr and wd carry over
 CONFIGS = {'adamw': [], 'adamw+lrm': LRM, 'muon': MUON, 'muon+lrm': MUON + LRM}
 LADDER = [1e-3 * 2 ** (i / 2) for i in range(-4, 9)]  # 2.5e-4 ... 1.6e-2, sqrt(2) apart
-START = (5, 6, 7)  # 1.4e-3, 2e-3, 2.8e-3 first
+START = (4, 5, 6)  # 1e-3, 1.4e-3, 2e-3 first
 SEEDS = (1337, 1338, 1339)
 
 
@@ -38,6 +43,13 @@ def lr_point(lr, optimizer):
     if optimizer.startswith('muon'):
         point['muon_lr'] = point['learning_rate']
     return point
+
+
+def equilibrium_times(lr):
+    """sum_t lr_t * wd over the run: how many times 1/(lr wd) it lasts."""
+    s = train.Settings(max_iters=STEPS, schedule='wsd', warmup_iters=100, decay_frac=0.167,
+                       learning_rate=lr, min_lr=lr / 8)
+    return sum(lr * train.lr_factor(it, s) * WD for it in range(STEPS))
 
 
 def final_losses(records, point):
@@ -54,7 +66,8 @@ def tune(name, flags):
         ladder = {i: min(final_losses(records, lr_point(LADDER[i], name)), default=float('inf'))
                   for i in rungs}
         best = min(ladder, key=ladder.get)
-        edge = [i for i in (best - 1, best + 1) if i not in rungs and 0 <= i < len(LADDER)]
+        edge = [i for i in (best - 1, best + 1) if i not in rungs and 0 <= i < len(LADDER)
+                and equilibrium_times(LADDER[i]) >= 3]
         if not edge:
             break
         rungs = sorted(rungs + edge)
@@ -63,15 +76,16 @@ def tune(name, flags):
 
 
 def table(results):
-    lines = ['| configuration | ladder, seed 1337 (LR: final val) | best LR | final val, 3 seeds '
-             '(mean ± std) | per seed |', '|---|---|---|---|---|']
+    lines = ['| configuration | ladder, seed 1337 (LR: final val) | best LR (equilibrium times) | '
+             'final val, 3 seeds (mean ± std) | per seed |', '|---|---|---|---|---|']
     for name, (ladder, best, records) in results.items():
         rungs = ', '.join(f'{lr:.3g}: {loss:.4f}' for lr, loss in ladder.items())
         per_seed = [r['final_val_loss'] for r in records
                     if r['point'] == lr_point(best, name) and r['status'] == 'ok']
         mean, std = mean_std(per_seed)
         seeds = ', '.join(f'{v:.4f}' for v in per_seed)
-        lines.append(f'| {name} | {rungs} | {best:.3g} | {mean:.4f} ± {std:.4f} | {seeds} |')
+        lines.append(f'| {name} | {rungs} | {best:.3g} ({equilibrium_times(best):.1f}) | '
+                     f'{mean:.4f} ± {std:.4f} | {seeds} |')
     return '\n'.join(lines) + '\n'
 
 

@@ -1,7 +1,7 @@
 """
-The paper's MLP sweep (Sec. 3, App. B, Figs. 8-9), at small scale: move the equilibrium scale
-S = sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, every RMSNorm gain frozen at 1,
-in four configurations: Adam, Adam + a learnable scalar on each of the three matrices, Muon, Muon +
+The paper's MLP sweep (Sec. 3, App. B, Figs. 8-9), at small scale: move the equilibrium scale S =
+sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, every RMSNorm gain frozen at 1, in
+four configurations: Adam, Adam + a learnable scalar on each of the three matrices, Muon, Muon +
 scalars (the scalars at lr 1e-2 and no weight decay, as in the paper).
 
     python experiments/mlp_sweep/run.py     # resumable: the runs results.json holds are skipped
@@ -28,7 +28,8 @@ MUON = ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw', '--muon_lr', '
         '--muon_wd', '6']  # the same S: Muon's update RMS matched to AdamW's
 # one scalar on each MLP matrix; lr 1e-2 x 500 steps = 5: room to compensate a factor 4 in S
 SCALARS = ['--scalar_mult', '--mult_placement', 'mlp', '--mult_lr', '1e-2', '--mult_wd', '0']
-CONFIGS = {'adam': ADAM, 'adam+scalars': ADAM + SCALARS, 'muon': MUON, 'muon+scalars': MUON + SCALARS}
+CONFIGS = {'adam': ADAM, 'adam+scalars': ADAM + SCALARS,
+           'muon': MUON, 'muon+scalars': MUON + SCALARS}
 S_FACTORS = (0.25, 0.5, 1, 2, 4)  # S of gate, up and down relative to the rest: lr x k, wd / k
 SEEDS = {0.25: (1337, 1338), 1: (1337, 1338), 4: (1337, 1338)}  # 2 seeds at the centre and ends
 BASE_S = (2e-3 / 6) ** 0.5

@@ -2,7 +2,7 @@
 A GPU check in one command: train.py with every feature for a few steps, the GPU paths that have
 crashed before, and bench.py's tables, into one JSON file. For one GPU, in under 10 minutes.
 
-    python experiments/performance/gpu_check.py --input shared/data/tinyshakespeare/input.txt
+    python experiments/performance/gpu_check.py --input ../shared/data/tinyshakespeare/input.txt
     python experiments/performance/gpu_check.py --device cpu   # the toy size, as the test runs it
 
 With CUDA: GPT-2 small (12 x 768, block 1024, the char vocabulary padded to 50304), batch 16

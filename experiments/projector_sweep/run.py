@@ -1,7 +1,7 @@
 """
-The paper's projector sweep (Sec. 3, Fig. 1 top), at small scale: move the equilibrium scale
-S = sqrt(lr / wd) of the LM head alone, at fixed lr * wd, over 1/16 ... 16 of the rest's, with the
-final RMSNorm gain (the head's column scale) fixed to 1, one learnable scalar, or the usual learnable
+The paper's projector sweep (Sec. 3, Fig. 1 top), at small scale: move the equilibrium scale S =
+sqrt(lr / wd) of the LM head alone, at fixed lr * wd, over 1/16 ... 16 of the rest's, with the final
+RMSNorm gain (the head's column scale) fixed to 1, one learnable scalar, or the usual learnable
 vector; z-loss off (it acts on the logits). A fixed gain cannot undo the head's scale, so the logits
 grow or shrink with S; a learnable gain can.
 
@@ -30,7 +30,7 @@ GAIN_LR_FACTOR = 10
 
 
 def head_point(k, final_gain):
-    """The head's S times k (embedding and head at wd 6, like the hidden matrices), one gain mode."""
+    """The head's S times k (the embedding at wd 6, like the hidden matrices), one gain mode."""
     return dict(final_gain=final_gain, lr_factors=f'head={k:g},gains={GAIN_LR_FACTOR}',
                 wd_factors=f'embed=60,head={60 / k:g}')
 

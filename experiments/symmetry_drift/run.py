@@ -5,9 +5,9 @@ feeds only into an RMSNorm (the residual branches) is free to grow. Without weig
 multipliers nothing holds them; a light one (2e-3) should. The paper saw it in bfloat16.
 
 The same run, the paper's LRM (--row_mult --col_mult), with the multipliers' weight decay 0 and
-2e-3, in float32 and under bfloat16 autocast; log.jsonl has the spread of Q's over K's row scales per
-layer (qk_ratio_min/max), the RMS of each residual branch's effective matrix (W_O, W_down) and of
-each block's output.
+2e-3, in float32 and under bfloat16 autocast; log.jsonl has the spread of Q's over K's row scales
+per layer (qk_ratio_min/max), the RMS of each residual branch's effective matrix (W_O, W_down) and
+of each block's output.
 
     python experiments/symmetry_drift/run.py     # resumable: recorded runs are skipped
 
@@ -31,7 +31,8 @@ RUN = ['--max_iters', '3000', '--schedule', 'wsd', '--warmup_iters', '100', '--d
        '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--matrix_lr', '2e-3', '--matrix_wd', '6',
        '--eval_interval', '100', '--eval_iters', '10', '--log_interval', '100',
        '--row_mult', '--col_mult', '--mult_lr', '1e-2']
-POINTS = [dict(dtype=dtype, mult_wd=wd) for dtype in ('float32', 'bfloat16') for wd in ('0', '2e-3')]
+POINTS = [dict(dtype=dtype, mult_wd=wd)
+          for dtype in ('float32', 'bfloat16') for wd in ('0', '2e-3')]
 WATCHED = ('attn.qk_ratio_min', 'attn.qk_ratio_max', 'attn.o.effective_rms',
            'mlp.down.effective_rms', 'output_rms')
 
