@@ -3,8 +3,10 @@ The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py)
 each script reads as what it does:
   - command-line flags generated from a dataclass whose fields carry a help string (model.doc);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
+  - Ctrl-C and SIGTERM turned into a request to stop after the step (`StopRequests`);
   - the device and the autocast dtype, and the process group when torchrun starts several processes;
-  - the one checkpoint format, written by one function, atomically, and read safely;
+  - the one checkpoint format, written by one function, atomically, and read safely, and resuming
+    from it (model, optimizer, scaler and RNG states);
   - log.jsonl, one JSON object per line.
 """
 import argparse
@@ -95,9 +97,9 @@ def parse_flags(argv, settings_class):
 
 
 class StopRequests:
-    """With: SIGINT (Ctrl-C) and SIGTERM (a scheduler's or a preemptible GPU's notice) ask the run to
-    stop after the current step; .signal is the one received, else None. A second Ctrl-C stops at
-    once, without a traceback. The previous handlers come back on exit."""
+    """Inside: SIGINT (Ctrl-C) and SIGTERM (a scheduler's or a preemptible GPU's notice) ask the
+    run to stop after the current step; .signal is the one received, else None. A second Ctrl-C
+    stops at once, without a traceback. The previous handlers come back on exit."""
 
     def __enter__(self):
         self.signal, self.previous = None, {}
@@ -118,6 +120,17 @@ class StopRequests:
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+def agreed_signal(requests, world_size, device):
+    """The stop signal's number if any rank received one (0 if none): signals reach the ranks at
+    different steps, so under torchrun they agree here, every step, to stop at the same one."""
+    signum = requests.signal or 0
+    if world_size > 1:
+        signum = torch.tensor(int(signum), device=device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        signum = int(signum.item())
+    return signum
 
 
 # -------------------------------------------------------------------------------------------------
@@ -243,6 +256,47 @@ def load_checkpoint(path, flag):
         fail(f'{flag}: {path} is not a nanoLRM checkpoint '
              '(no model, settings and model_config in it)')
     return ckpt
+
+
+def load_optimizer_state(optimizer, saved):
+    """The saved optimizer state, under this run's group settings (flags given now win).
+    MuonAdamW counts steps as ints, torch's AdamW as float32 tensors, which load_state_dict puts on
+    the parameters' device when the group is fused: a checkpoint of either resumes in the other."""
+    groups = [{**now, 'params': old['params']}
+              for now, old in zip(optimizer.param_groups, saved['param_groups'])]
+    state = saved['state']
+    if isinstance(optimizer, torch.optim.AdamW):
+        state = {i: {k: torch.tensor(float(v)) if k == 'step' and isinstance(v, int) else v
+                     for k, v in param_state.items()} for i, param_state in state.items()}
+    optimizer.load_state_dict(dict(state=state, param_groups=groups))
+
+
+def restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size, rank, world_size):
+    """--resume: the model, optimizer, scaler and RNG states of out_dir/ckpt.pt; returns its iter
+    and the training time it had taken."""
+    ckpt = load_checkpoint(ckpt_path, '--resume')  # on the CPU, whatever the device
+    if ckpt['model_config']['vocab_size'] != vocab_size:
+        fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
+             f"{ckpt['model_config']['vocab_size']}")
+    if ckpt.get('world_size', 1) != world_size:
+        fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
+             f"not {world_size}")
+    model.load_state_dict(ckpt['model'])  # copied onto the model's device
+    load_optimizer_state(optimizer, ckpt['optimizer'])
+    scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['rng']['torch'][rank])
+    batches.set_state(ckpt['rng']['batches'])
+    if 'cuda' in ckpt['rng'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
+    return ckpt['iter'], ckpt['elapsed']
+
+
+def rng_states(batches, device, world_size):
+    """Every RNG a resumed run must continue: each rank's torch (and CUDA) state, the batches'."""
+    rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
+    if device.type == 'cuda':
+        rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
+    return rng
 
 
 # -------------------------------------------------------------------------------------------------

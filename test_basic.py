@@ -1,15 +1,24 @@
 """
-nanoLRM tests: CPU only, no network, 80-115 s on 2 idle cores.  Run: python -m pytest -q test_basic.py
+nanoLRM tests: CPU only, no network, no GPU needed.
+
+    python -m pytest -m "not slow" test_basic.py   # the fast subset: 11 s
+    python -m pytest -q test_basic.py              # everything: 2.5 min
+(both timed on a 2-core machine while other training runs kept it busy)
+
+@pytest.mark.slow (registered in pytest.ini) marks what starts processes (torchrun, spawned
+workers, scripts), trains for more than a few steps, runs the research tools or downloads (from a
+local server); the fast subset leaves those out.
 
 The sections follow the code they test, in the order a reader meets it:
   runtime.py   flags (parsing, --help) and checkpoints
   model.py     the multipliers, and folding them into plain weights
-  train.py     settings and flag errors, the dataset, parameter groups, LR schedule, clipping, z-loss,
-               real runs on tiny-shakespeare, the log, resume; every bad value, a diverging run,
-               a crash while saving, DDP on 2 processes (torchrun, gloo)
-  sample.py    fold, export, and text that only a trained model writes
+  train.py     settings and flag errors, the dataset, parameter groups, LR schedule, clipping,
+               z-loss, real runs on tiny-shakespeare, the log, resume; every bad value, a diverging
+               run, a crash while saving, signals, DDP on 2 processes (torchrun, gloo)
+  sample.py    fold, export (also to Hugging Face), and text that only a trained model writes
   muon.py      Newton-Schulz, parity with torch.optim.Muon and AdamW, the MuonAdamW class, sharding
-  bench.py, sweep.py, plot.py, abm.py   the research tools
+  experiments/ the research tools: performance/bench.py, sweep.py, plot.py, abm/abm.py,
+               performance/gpu_check.py
   data/        the on-disk format, tokenizers and prepare.py, batches, downloads (local server only)
 Shared fixtures and helpers come first, before the sections.
 
@@ -60,29 +69,31 @@ import sample
 import train
 from experiments import plot, sweep
 from experiments.abm import abm
-from experiments.performance import bench
+from experiments.performance import bench, gpu_check
 from data.common import (TokenData, download, get_tokenizer, prepare_text, read_meta, write_meta,
                          write_tokens)
 from model import GPT, PLACEMENTS, GPTConfig, MLinear
 from muon import MuonAdamW, muon_update, zeropower_via_newtonschulz5
 
-torch.set_num_threads(1)  # this process too, even when torch was imported before OMP_NUM_THREADS was set
+torch.set_num_threads(1)  # this process too, even if torch was imported before OMP_NUM_THREADS
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 MULT_FLAGS = ('scalar_mult', 'row_mult', 'col_mult')
 ALL_COMBOS = [dict(zip(MULT_FLAGS, bits)) for bits in itertools.product((False, True), repeat=3)]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # shared fixtures and helpers
 
 
 def tiny_config(**overrides):
-    return GPTConfig(**{**dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32), **overrides})
+    sizes = dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    return GPTConfig(**{**sizes, **overrides})
 
 
 def shakespeare_path():
-    candidates = [os.environ.get('TINYSHAKESPEARE', ''), os.path.join(REPO, 'data/shakespeare_char/input.txt'),
+    candidates = [os.environ.get('TINYSHAKESPEARE', ''),
+                  os.path.join(REPO, 'data/shakespeare_char/input.txt'),
                   os.path.join(REPO, '../shared/data/tinyshakespeare/input.txt')]
     path = next((p for p in candidates if p and os.path.exists(p)), None)
     assert path, 'tiny-shakespeare not found: set TINYSHAKESPEARE=path/to/input.txt'
@@ -100,16 +111,17 @@ def char_data(tmp_path_factory):
 
 def run(char_data, out_dir, *flags):
     """A short CPU training run through train.py's command line; returns its log.jsonl lines."""
-    train.main(['--dataset', char_data, '--out_dir', str(out_dir), '--device', 'cpu', '--n_layer', '2',
-                '--n_head', '2', '--n_embd', '48', '--block_size', '32', '--batch_size', '8', '--eval_iters', '4',
-                '--warmup_iters', '5', '--log_interval', '1000', '--sample_tokens', '0', *flags])
+    train.main(['--dataset', char_data, '--out_dir', str(out_dir), '--device', 'cpu',
+                '--n_layer', '2', '--n_head', '2', '--n_embd', '48', '--block_size', '32',
+                '--batch_size', '8', '--eval_iters', '4', '--warmup_iters', '5',
+                '--log_interval', '1000', '--sample_tokens', '0', *flags])
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
         return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='session')
 def trained_out_dir(char_data, tmp_path_factory):
-    """A tiny model with every multiplier, trained 60 steps (a second or two): val loss 4.2 -> 2.8."""
+    """A tiny model with every multiplier, trained 60 steps: val loss 4.2 -> 2.8."""
     out_dir = tmp_path_factory.mktemp('trained')
     run(char_data, out_dir, '--max_iters', '60', '--eval_interval', '60', '--learning_rate', '3e-3',
         '--scalar_mult', '--row_mult', '--col_mult')
@@ -117,10 +129,10 @@ def trained_out_dir(char_data, tmp_path_factory):
 
 
 def sample_text(capsys, out_dir, *flags):
-    """sample.py's output for the prompt 'ROMEO:', and the 200 characters it generated after the prompt."""
+    """sample.py's output for the prompt 'ROMEO:', and the 200 characters it wrote after it."""
     capsys.readouterr()  # drop what was printed before
-    sample.main(['--out_dir', str(out_dir), '--prompt', 'ROMEO:', '--max_new_tokens', '200', '--device', 'cpu',
-                 *flags])
+    sample.main(['--out_dir', str(out_dir), '--prompt', 'ROMEO:', '--max_new_tokens', '200',
+                 '--device', 'cpu', *flags])
     out = capsys.readouterr().out
     _, prompt, after = out.partition('ROMEO:')  # the sample starts with the echoed prompt
     assert prompt, out
@@ -128,8 +140,8 @@ def sample_text(capsys, out_dir, *flags):
 
 
 def lowercase_share(text):
-    """The share of lowercase letters, spaces and newlines: 0.87 in tiny-shakespeare, 28/65 = 0.43 in
-    characters drawn uniformly from its vocabulary of 65 (what an untrained model writes)."""
+    """The share of lowercase letters, spaces and newlines: 0.87 in tiny-shakespeare, 28/65 = 0.43
+    in characters drawn uniformly from its vocabulary of 65 (what an untrained model writes)."""
     return sum(c in string.ascii_lowercase + ' \n' for c in text) / len(text)
 
 
@@ -137,10 +149,12 @@ def lowercase_share(text):
 def tiny_sweep(char_data, tmp_path_factory):
     """A 2 x 2 sweep of tiny runs: clipping in/out x two (lr, wd) pairs at the same lr*wd."""
     out_dir = tmp_path_factory.mktemp('sweep')
-    argv = ['--out_dir', str(out_dir), '--grid', 'clip_multipliers=0,1', '--grid', 'matrix_lr:matrix_wd=1e-3:4,4e-3:1',
-            '--', '--dataset', char_data, '--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '16',
-            '--block_size', '16', '--batch_size', '4', '--max_iters', '4', '--eval_interval', '2',
-            '--eval_iters', '1', '--log_interval', '2', '--sample_tokens', '0', '--scalar_mult']
+    argv = ['--out_dir', str(out_dir),
+            '--grid', 'clip_multipliers=0,1', '--grid', 'matrix_lr:matrix_wd=1e-3:4,4e-3:1',
+            '--', '--dataset', char_data, '--device', 'cpu',
+            '--n_layer', '1', '--n_head', '2', '--n_embd', '16', '--block_size', '16',
+            '--batch_size', '4', '--max_iters', '4', '--eval_interval', '2', '--eval_iters', '1',
+            '--log_interval', '2', '--sample_tokens', '0', '--scalar_mult']
     return out_dir, argv, sweep.main(argv)
 
 
@@ -169,12 +183,14 @@ def step_through(optimizer, params, grads):
 
 def mixed_optimizer(matrices, vectors):
     return MuonAdamW([
-        dict(params=matrices, lr=0.02, weight_decay=0.1, use_muon=True, name='matrices', initial_lr=0.02),
-        dict(params=vectors, lr=3e-3, weight_decay=2e-3, use_muon=False, name='multipliers', initial_lr=3e-3)])
+        dict(params=matrices, lr=0.02, weight_decay=0.1, use_muon=True, name='matrices',
+             initial_lr=0.02),
+        dict(params=vectors, lr=3e-3, weight_decay=2e-3, use_muon=False, name='multipliers',
+             initial_lr=3e-3)])
 
 
 def tiny_gpt2_encoding():
-    """A GPT-2-style byte-level BPE with a handful of merges: tiktoken's real GPT-2 needs a download."""
+    """A GPT-2-style byte-level BPE with a few merges: tiktoken's real GPT-2 needs a download."""
     ranks = {bytes([b]): b for b in range(256)}
     for merge in [b'th', b'he', b'the', b' t', b' the', b'in', b'an', b'er', b'ou']:
         ranks[merge] = len(ranks)
@@ -189,7 +205,8 @@ def read_split(folder, split):
 
 
 def write_shard(path, tokens, magic=20240520, version=1, num_tokens=None):
-    """A file in the FineWeb shard format: 256 int32 header (magic, version, token count), uint16 tokens."""
+    """A file in the FineWeb shard format: a header of 256 int32 (magic, version, token count),
+    then uint16 tokens."""
     header = np.zeros(256, dtype=np.int32)
     header[:3] = magic, version, len(tokens) if num_tokens is None else num_tokens
     with open(path, 'wb') as f:
@@ -200,8 +217,18 @@ def assert_one_line(err):
     assert '\n' not in str(err.value) and str(err.value)
 
 
+def assert_exits_2_in_one_line(call, capsys, *named):
+    """call() must exit 2 with one line on stderr that names each of `named`; returns that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err, err
+    assert all(name in err for name in named), (named, err)
+    return err
+
+
 def run_script(script, args, monkeypatch):
-    """Run a prepare.py's command line in this process; return its exit code (0 if it did not exit)."""
+    """Run a prepare.py's command line in this process; its exit code (0 if it did not exit)."""
     monkeypatch.setattr(sys, 'argv', [script] + args)
     try:
         runpy.run_path(os.path.join(REPO, script), run_name='__main__')
@@ -210,15 +237,18 @@ def run_script(script, args, monkeypatch):
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # runtime.py: flags (parsing, --help) and checkpoints
 
 
 def test_flags_parse_every_boolean_and_value_form():
-    assert runtime.parse_flags(['--row_mult', '--n_layer=3', '--n_head', '4'], train.Settings)['row_mult'] is True
-    assert runtime.parse_flags(['--no-muon_nesterov'], train.Settings)['muon_nesterov'] is False
-    assert runtime.parse_flags(['--col_mult=false', '--compile=1'], train.Settings) == dict(col_mult=False, compile=True)
-    assert runtime.parse_flags(['--mult_lr', '3e-3', '--mult_placement', 'symmetry_free'], train.Settings) == \
+    def parse(argv):
+        return runtime.parse_flags(argv, train.Settings)
+
+    assert parse(['--row_mult', '--n_layer=3', '--n_head', '4'])['row_mult'] is True
+    assert parse(['--no-muon_nesterov'])['muon_nesterov'] is False
+    assert parse(['--col_mult=false', '--compile=1']) == dict(col_mult=False, compile=True)
+    assert parse(['--mult_lr', '3e-3', '--mult_placement', 'symmetry_free']) == \
         dict(mult_lr=3e-3, mult_placement='symmetry_free')
 
 
@@ -227,8 +257,10 @@ def test_help_shows_each_flag_with_its_help_and_default(capsys):
         train.main(['--help'])
     out = ' '.join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
     assert exit_info.value.code == 0
-    assert "--mult_wd MULT_WD multipliers' weight decay (paper rule 1: small, not 0) (default: 0.002)" in out
-    assert '--row_mult [ROW_MULT] learnable row multipliers r (one per output) per matrix (default: False)' in out
+    assert ("--mult_wd MULT_WD multipliers' weight decay (paper rule 1: small, not 0) "
+            "(default: 0.002)") in out
+    assert ('--row_mult [ROW_MULT] learnable row multipliers r (one per output) per matrix '
+            '(default: False)') in out
 
 
 @pytest.mark.parametrize('content', [b'not a checkpoint', 'foreign'])
@@ -239,10 +271,8 @@ def test_corrupt_or_foreign_checkpoints_fail_in_one_line_naming_the_flag(tmp_pat
         torch.save({'state_dict': {'w': torch.ones(2)}}, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(SystemExit) as exit_info:
-        sample.main(['--ckpt', str(path), '--device', 'cpu'])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '--ckpt' in err and str(path) in err and '\n' not in err
+    assert_exits_2_in_one_line(lambda: sample.main(['--ckpt', str(path), '--device', 'cpu']),
+                               capsys, '--ckpt', str(path))
 
 
 @pytest.mark.parametrize('name, peak', [('NVIDIA H100 80GB HBM3', 989e12),
@@ -265,7 +295,7 @@ def test_each_gpu_process_picks_its_device_before_joining_the_process_group(monk
     assert calls == [('set_device', 1), ('nccl', torch.device('cuda', 1))]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # model.py: multipliers
 
 
@@ -279,11 +309,17 @@ def test_autograd_gradients_equal_the_papers_formulas():
     x, upstream = torch.randn(3, 5), torch.randn(3, 4)
     (layer(x) * upstream).sum().backward()
     G = upstream.t() @ x  # dL/dW of the effective matrix W
-    s, r, c, W = layer.scalar_mult.detach(), layer.row_mult.detach(), layer.col_mult.detach(), layer.weight.detach()
-    assert torch.allclose(layer.weight.grad, s * r[:, None] * c[None, :] * G, atol=1e-5)  # dL/dW~_ij = s r_i c_j G_ij
-    assert torch.allclose(layer.row_mult.grad, (s * W * c[None, :] * G).sum(1), atol=1e-5)  # sum_j s W~_ij c_j G_ij
-    assert torch.allclose(layer.col_mult.grad, (s * r[:, None] * W * G).sum(0), atol=1e-5)  # sum_i s r_i W~_ij G_ij
-    assert torch.allclose(layer.scalar_mult.grad, (r[:, None] * W * c[None, :] * G).sum(), atol=1e-5)
+    s, r, c = layer.scalar_mult.detach(), layer.row_mult.detach(), layer.col_mult.detach()
+    W = layer.weight.detach()
+    # dL/dW~_ij = s r_i c_j G_ij
+    assert torch.allclose(layer.weight.grad, s * r[:, None] * c[None, :] * G, atol=1e-5)
+    # dL/dr_i = sum_j s W~_ij c_j G_ij
+    assert torch.allclose(layer.row_mult.grad, (s * W * c[None, :] * G).sum(1), atol=1e-5)
+    # dL/dc_j = sum_i s r_i W~_ij G_ij
+    assert torch.allclose(layer.col_mult.grad, (s * r[:, None] * W * G).sum(0), atol=1e-5)
+    # dL/ds = sum_ij r_i W~_ij c_j G_ij
+    expected_scalar_grad = (r[:, None] * W * c[None, :] * G).sum()
+    assert torch.allclose(layer.scalar_mult.grad, expected_scalar_grad, atol=1e-5)
 
 
 @pytest.mark.parametrize('placement', PLACEMENTS)
@@ -296,9 +332,10 @@ def test_each_flag_adds_exactly_its_multipliers(placement, combo):
             p = getattr(layer, f'{kind}_mult')
             assert (p is not None) == (combo[flag] and kind in allowed), (name, kind)
             if p is not None:
-                expected = {'scalar': (), 'row': (layer.weight.shape[0],), 'col': (layer.weight.shape[1],)}[kind]
-                assert p.shape == expected
-        assert name != 'head' or (layer.row_mult is None and layer.col_mult is None)  # paper: never on the head
+                n_out, n_in = layer.weight.shape
+                assert p.shape == {'scalar': (), 'row': (n_out,), 'col': (n_in,)}[kind]
+        # paper: no row or column multipliers on the head
+        assert name != 'head' or (layer.row_mult is None and layer.col_mult is None)
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
     n_base = sum(p.numel() for p in GPT(tiny_config()).parameters())
     assert sum(p.numel() for p in model.parameters()) == n_base + n_mults
@@ -314,7 +351,8 @@ def test_symmetry_free_leaves_the_lm_head_unchanged():
 
 def test_embedding_multipliers_scale_dimensions_and_tokens():
     model = GPT(tiny_config(row_mult=True, col_mult=True))
-    assert model.embed.row_mult.shape == (32,) and model.embed.col_mult.shape == (65,)  # per dim, per token
+    assert model.embed.row_mult.shape == (32,)  # one per dimension
+    assert model.embed.col_mult.shape == (65,)  # one per token
     with torch.no_grad():
         model.embed.col_mult[7] = 3.0
         model.embed.row_mult[0] = 2.0
@@ -325,18 +363,20 @@ def test_embedding_multipliers_scale_dimensions_and_tokens():
 
 
 @pytest.mark.parametrize('combo', ALL_COMBOS)
-@pytest.mark.parametrize('tokens', [21, 130])  # fewer tokens than the 65 columns: gathered, then scaled
+@pytest.mark.parametrize('tokens', [21, 130])  # fewer than the 65 columns: gathered, then scaled
 def test_embedding_lookup_equals_the_columns_of_the_built_matrix(combo, tokens):
     torch.manual_seed(0)
-    layer = MLinear(65, 32, tuple(k for k, flag in zip(('scalar', 'row', 'col'), MULT_FLAGS) if combo[flag]), 1.5)
+    kinds = tuple(k for k, flag in zip(('scalar', 'row', 'col'), MULT_FLAGS) if combo[flag])
+    layer = MLinear(65, 32, kinds, 1.5)
     with torch.no_grad():
         for p in layer.multipliers().values():
             p.uniform_(0.5, 2.0)
     idx = torch.randint(0, 65, (tokens // 7, 7))
     looked_up = layer.columns(idx)
-    built = torch.nn.functional.embedding(idx, layer.effective_weight().t())  # columns of the whole W
+    built = torch.nn.functional.embedding(idx, layer.effective_weight().t())  # columns of all of W
     assert torch.equal(looked_up, built)
-    grads = [torch.autograd.grad(out.square().sum(), list(layer.parameters())) for out in (looked_up, built)]
+    grads = [torch.autograd.grad(out.square().sum(), list(layer.parameters()))
+             for out in (looked_up, built)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -353,7 +393,8 @@ def test_multipliers_at_init_leave_logits_unchanged(placement):
 
 
 def test_fixed_multipliers_are_the_initial_learnable_scalars():
-    fixed = dict(embed_mult=2.0, logit_mult=0.5, attn_logit_mult=1.5, attn_out_mult=0.7, mlp_out_mult=0.8)
+    fixed = dict(embed_mult=2.0, logit_mult=0.5, attn_logit_mult=1.5, attn_out_mult=0.7,
+                 mlp_out_mult=0.8)
     idx = torch.randint(0, 65, (2, 16))
     torch.manual_seed(0)
     plain, _ = GPT(tiny_config()).forward(idx, idx)
@@ -364,8 +405,10 @@ def test_fixed_multipliers_are_the_initial_learnable_scalars():
     learnable = GPT(tiny_config(scalar_mult=True, **fixed))
     with_learnable, _ = learnable(idx, idx)
     assert not torch.allclose(plain, with_fixed)  # the fixed multipliers act ...
-    assert torch.allclose(with_fixed, with_learnable, atol=1e-5)  # ... and a learnable scalar starts there
-    assert learnable.head.scalar_mult.item() == 0.5 and learnable.blocks[0].attn.q.scalar_mult.item() == 1.5
+    # ... and a learnable scalar starts there
+    assert torch.allclose(with_fixed, with_learnable, atol=1e-5)
+    assert learnable.head.scalar_mult.item() == 0.5
+    assert learnable.blocks[0].attn.q.scalar_mult.item() == 1.5
     assert learnable.blocks[0].attn.k.scalar_mult.item() == 1.0
 
 
@@ -430,14 +473,25 @@ def test_observables_show_the_qk_symmetry_drift_that_leaves_the_logits_unchanged
     assert 'blocks.0.attn.qk_ratio_max' not in GPT(tiny_config()).observables()
 
 
-# ---------------------------------------------------------------------------------------------------
+def test_generate_samples_only_the_tokenizers_ids_of_a_padded_vocabulary():
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=512)).eval()  # --vocab_size 512 over a vocabulary of 65
+    with torch.no_grad():
+        model.head.weight[65:] += 1.0  # make the padding ids likely
+    ids = model.generate(torch.zeros(1, 1, dtype=torch.long), 50, top_k=None, vocab_size=65)
+    assert ids.max() < 65
+    assert model.generate(torch.zeros(1, 1, dtype=torch.long), 50).max() >= 65  # without it
+
+
+# --------------------------------------------------------------------------------------------------
 # model.py: folding the multipliers into plain weights
 
 
 @pytest.mark.parametrize('placement', PLACEMENTS)
 @pytest.mark.parametrize('combo', ALL_COMBOS)
 def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement, combo):
-    fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2, attn_out_mult=0.9, mlp_out_mult=1.1)
+    fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2, attn_out_mult=0.9,
+                 mlp_out_mult=1.1)
     model = GPT(tiny_config(mult_placement=placement, **combo, **fixed))
     with torch.no_grad():  # trained multipliers are not 1: move them
         for p in model.params_by_kind()['multipliers']:
@@ -446,18 +500,21 @@ def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement,
     idx = torch.randint(0, 65, (2, 32))
     logits, folded_logits = model(idx, idx)[0], folded(idx, idx)[0]
     assert (folded_logits - logits).norm() <= 1e-5 * logits.norm()
-    assert sum(p.numel() for p in folded.parameters()) == sum(p.numel() for p in GPT(tiny_config()).parameters())
+    n_baseline = sum(p.numel() for p in GPT(tiny_config()).parameters())
+    assert sum(p.numel() for p in folded.parameters()) == n_baseline
     assert not folded.params_by_kind()['multipliers']
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: settings and flag errors
 
 
-def test_no_flags_train_the_plain_baseline():  # `python train.py`: what the multipliers are compared against
+def test_no_flags_train_the_plain_baseline():
+    # `python train.py`: the baseline that the multipliers are compared against
     model, groups, optimizer = train.build(train.settings_from([]), 65, torch.device('cpu'))
     assert not model.params_by_kind()['multipliers']
-    assert isinstance(optimizer, MuonAdamW) and not any(g['use_muon'] for g in optimizer.param_groups)
+    assert isinstance(optimizer, MuonAdamW)
+    assert not any(g['use_muon'] for g in optimizer.param_groups)
     assert [g['name'] for g in groups] == ['matrices', 'embed_head', 'gains']
 
 
@@ -471,45 +528,46 @@ def test_no_flags_train_the_plain_baseline():  # `python train.py`: what the mul
     (['--resume', '--out_dir', '/nonexistent/nanolrm'], '--resume'),
 ])
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(argv, named, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.settings_from(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert '\n' not in err and named in err, err
+    assert_exits_2_in_one_line(lambda: train.settings_from(argv), capsys, named)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: the dataset
 
 
-def test_train_says_how_to_pass_a_local_file_when_the_text_cannot_be_had(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')  # nothing listens there
+def test_train_says_how_to_pass_a_local_file_when_the_text_cannot_be_had(tmp_path, monkeypatch,
+                                                                          capsys):
+    # nothing listens on port 1
+    monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')
     monkeypatch.setattr(train, 'REPO', str(tmp_path))  # no data/shakespeare_char/meta.json there
-    monkeypatch.setattr(shakespeare_char, 'prepare', functools.partial(shakespeare_char.prepare, out_folder=tmp_path))
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(['--device', 'cpu', '--max_iters', '0'])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and '--input PATH' in err, err
+    monkeypatch.setattr(shakespeare_char, 'prepare',
+                        functools.partial(shakespeare_char.prepare, out_folder=tmp_path))
+    assert_exits_2_in_one_line(lambda: train.main(['--device', 'cpu', '--max_iters', '0']), capsys,
+                               '--input PATH')
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: parameter groups and the optimizer
 
 
 def test_parameter_groups_carry_the_right_lr_and_weight_decay():
-    s = train.Settings(row_mult=True, col_mult=True, learning_rate=1e-3, mult_lr=3e-3, weight_decay=0.1)
+    s = train.Settings(row_mult=True, col_mult=True, learning_rate=1e-3, mult_lr=3e-3,
+                       weight_decay=0.1)
     model = GPT(tiny_config(row_mult=True, col_mult=True))
     groups = {g['name']: g for g in train.param_groups(model, s)}
     assert (groups['matrices']['weight_decay'], groups['matrices']['lr']) == (0.1, 1e-3)
     assert (groups['embed_head']['weight_decay'], groups['gains']['weight_decay']) == (0.1, 0.0)
-    assert (groups['multipliers']['weight_decay'], groups['multipliers']['lr']) == (2e-3, 3e-3)  # paper rule 1
+    multipliers = groups['multipliers']
+    assert (multipliers['weight_decay'], multipliers['lr']) == (2e-3, 3e-3)  # paper rule 1
     grouped = [id(p) for g in groups.values() for p in g['params']]
-    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
     assert all(p.ndim < 2 for p in groups['multipliers']['params'])
     plain = {g['name'] for g in train.param_groups(GPT(tiny_config()), train.Settings())}
     assert plain == {'matrices', 'embed_head', 'gains'}
-    mult_lr = {v: train.param_groups(model, train.Settings(mult_lr=v))[-1]['lr'] for v in (None, 0.0)}
-    assert mult_lr == {None: s.learning_rate, 0.0: 0.0}  # default: learning_rate; 0 freezes the multipliers
+    mult_lr = {v: train.param_groups(model, train.Settings(mult_lr=v))[-1]['lr']
+               for v in (None, 0.0)}
+    # the default is learning_rate; 0 freezes the multipliers
+    assert mult_lr == {None: s.learning_rate, 0.0: 0.0}
 
 
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
@@ -537,10 +595,7 @@ def test_a_factor_scales_exactly_its_kinds_lr_and_weight_decay(optimizer):
                                          ('--wd_factors', 'up=-1'), ('--wd_factors', 'gains=2'),
                                          ('--lr_factors', 'up=nan')])
 def test_bad_factors_fail_in_one_line_naming_the_flag(flag, value, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.settings_from([flag, value])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and flag in err, err
+    assert_exits_2_in_one_line(lambda: train.settings_from([flag, value]), capsys, flag)
 
 
 def test_evaluation_batches_are_the_same_for_every_seed(char_data):
@@ -554,13 +609,15 @@ def test_evaluation_batches_are_the_same_for_every_seed(char_data):
 
 def test_matrix_lr_and_wd_move_the_hidden_matrices_alone():
     model = GPT(tiny_config(scalar_mult=True))
-    s = train.Settings(scalar_mult=True, learning_rate=1e-3, weight_decay=0.1, matrix_lr=4e-3, matrix_wd=2.5)
+    s = train.Settings(scalar_mult=True, learning_rate=1e-3, weight_decay=0.1, matrix_lr=4e-3,
+                       matrix_wd=2.5)
     groups = {g['name']: g for g in train.param_groups(model, s)}
     assert (groups['matrices']['lr'], groups['matrices']['weight_decay']) == (4e-3, 2.5)
     assert (groups['embed_head']['lr'], groups['embed_head']['weight_decay']) == (1e-3, 0.1)
     assert (groups['gains']['lr'], groups['multipliers']['lr']) == (1e-3, 1e-3)
-    muon = {g['name']: g for g in train.param_groups(model, train.Settings(optimizer='muon', matrix_lr=4e-3))}
-    assert muon['matrices']['lr'] == train.Settings().muon_lr  # under Muon, --muon_lr/--muon_wd set them
+    muon_settings = train.Settings(optimizer='muon', matrix_lr=4e-3)
+    muon = {g['name']: g for g in train.param_groups(model, muon_settings)}
+    assert muon['matrices']['lr'] == train.Settings().muon_lr  # under Muon: --muon_lr/--muon_wd
 
 
 def test_frozen_gains_are_not_trained(char_data, tmp_path):
@@ -576,38 +633,46 @@ def test_frozen_gains_are_not_trained(char_data, tmp_path):
 
 
 def test_muon_trains_exactly_the_hidden_matrices():
-    s = train.Settings(optimizer='muon', scalar_mult=True, row_mult=True, col_mult=True, muon_lr=0.05, ns_steps=4)
+    s = train.Settings(optimizer='muon', scalar_mult=True, row_mult=True, col_mult=True,
+                       muon_lr=0.05, ns_steps=4)
     model = GPT(tiny_config(scalar_mult=True, row_mult=True, col_mult=True))
     optimizer = train.make_optimizer(train.param_groups(model, s), s, torch.device('cpu'))
     assert isinstance(optimizer, MuonAdamW)
     muon_params = {id(p) for g in optimizer.param_groups if g['use_muon'] for p in g['params']}
-    hidden = {id(m.weight) for name, m in model.matrix_layers().items() if name not in ('embed', 'head')}
+    hidden = {id(m.weight) for name, m in model.matrix_layers().items()
+              if name not in ('embed', 'head')}
     assert muon_params == hidden and len(hidden) == 2 * 7  # Q, K, V, O, gate, up, down per block
     muon_group = next(g for g in optimizer.param_groups if g['use_muon'])
     assert (muon_group['lr'], muon_group['ns_steps'], muon_group['weight_decay']) == (0.05, 4, 0.1)
     multipliers = next(g for g in optimizer.param_groups if g['name'] == 'multipliers')
     assert (multipliers['use_muon'], multipliers['weight_decay']) == (False, 2e-3)
-    adamw = train.make_optimizer(train.param_groups(model, train.Settings()), train.Settings(), torch.device('cpu'))
+    adamw = train.make_optimizer(train.param_groups(model, train.Settings()), train.Settings(),
+                                 torch.device('cpu'))
     assert not any(g['use_muon'] for g in adamw.param_groups)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: the LR schedule, gradient clipping (multipliers excluded), one training step with z-loss
 
 
 @pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
 def test_lr_schedule_warms_up_then_decays_to_min_lr(schedule):
-    s = train.Settings(schedule=schedule, max_iters=1000, warmup_iters=100, learning_rate=1e-3, min_lr=1e-4)
+    s = train.Settings(schedule=schedule, max_iters=1000, warmup_iters=100, learning_rate=1e-3,
+                       min_lr=1e-4)
     factors = [train.lr_factor(it, s) for it in range(1001)]
     assert factors[0] < 0.02 and abs(factors[100] - 1.0) < 1e-9
-    assert abs(factors[1000] - 0.1) < 1e-9 and all(a >= b for a, b in zip(factors[100:], factors[101:]))
+    assert abs(factors[1000] - 0.1) < 1e-9
+    assert all(a >= b for a, b in zip(factors[100:], factors[101:]))
     stable = [f for f in factors[100:] if f == 1.0]
-    assert (len(stable) >= 700) == (schedule == 'wsd')  # wsd holds the peak until the last decay_frac=0.2
+    # wsd holds the peak until the last decay_frac=0.2
+    assert (len(stable) >= 700) == (schedule == 'wsd')
 
 
 @pytest.mark.parametrize('clip_multipliers', [False, True])
-def test_huge_multiplier_gradients_shrink_other_updates_only_when_clipped_together(clip_multipliers):
-    s = train.Settings(scalar_mult=True, row_mult=True, col_mult=True, clip_multipliers=clip_multipliers)
+def test_huge_multiplier_gradients_shrink_other_updates_only_when_clipped_together(
+        clip_multipliers):
+    s = train.Settings(scalar_mult=True, row_mult=True, col_mult=True,
+                       clip_multipliers=clip_multipliers)
     model = GPT(tiny_config(scalar_mult=True, row_mult=True, col_mult=True))
     groups = train.param_groups(model, s)
     for g in groups:
@@ -617,7 +682,7 @@ def test_huge_multiplier_gradients_shrink_other_updates_only_when_clipped_togeth
     before = torch.cat([p.grad.flatten() for p in others]).norm()
     assert before < 1.0  # the others alone are under the clip threshold
     mults = [p for g in groups if g['name'] == 'multipliers' for p in g['params']]
-    rest_norm, mult_norm = train.clip_gradients(groups, s)  # the pre-clip norms, as log.jsonl gets them
+    rest_norm, mult_norm = train.clip_gradients(groups, s)  # pre-clip norms, as log.jsonl has them
     assert torch.allclose(rest_norm, before, rtol=1e-4) and mult_norm > 1e3
     mults_untouched = all(torch.equal(p.grad, torch.full_like(p, 1e3)) for p in mults)
     assert mults_untouched != clip_multipliers  # multipliers are clipped only when included
@@ -631,11 +696,13 @@ def test_huge_multiplier_gradients_shrink_other_updates_only_when_clipped_togeth
 @pytest.mark.parametrize('placement', PLACEMENTS)
 @pytest.mark.parametrize('combo', ALL_COMBOS)
 def test_weights_built_once_per_step_give_the_same_loss_and_gradients(placement, combo):
-    s = train.Settings(n_layer=2, n_head=2, n_embd=32, block_size=16, grad_accum=3, dropout=0.1, z_loss=1e-4,
-                       embed_mult=2.0, mult_placement=placement, **combo)  # embed_mult: a fixed multiplier too
+    s = train.Settings(n_layer=2, n_head=2, n_embd=32, block_size=16, grad_accum=3, dropout=0.1,
+                       z_loss=1e-4, embed_mult=2.0,  # embed_mult: a fixed multiplier too
+                       mult_placement=placement, **combo)
     batches = torch.randint(0, 65, (3, 4, 16), generator=torch.Generator().manual_seed(0))
 
-    class KeepGradients:  # stands in for the optimizer: keeps the gradients it is asked to step with
+    # stands in for the optimizer: keeps the gradients it is asked to step with
+    class KeepGradients:
         def step(self):
             self.grads = {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -647,13 +714,15 @@ def test_weights_built_once_per_step_give_the_same_loss_and_gradients(placement,
         torch.manual_seed(0)
         model, groups, _ = train.build(s, 65, torch.device('cpu'))
         optimizer, next_batch = KeepGradients(), iter(batches).__next__
-        loss, norms = train.train_step(model, optimizer, torch.amp.GradScaler('cpu', enabled=False), groups, s,
+        scaler = torch.amp.GradScaler('cpu', enabled=False)
+        loss, norms = train.train_step(model, optimizer, scaler, groups, s,
                                        lambda: (next_batch(),) * 2, nullcontext(),
                                        model.weights_built_once if built_once else None)
         assert all(m.built_weight is None for m in model.matrix_layers().values())
         results.append((loss, norms, optimizer.grads))
     (plain_loss, plain_norms, plain_grads), (once_loss, once_norms, once_grads) = results
-    assert torch.allclose(once_loss, plain_loss, rtol=1e-6) and torch.allclose(once_norms[1], plain_norms[1], rtol=1e-5)
+    assert torch.allclose(once_loss, plain_loss, rtol=1e-6)
+    assert torch.allclose(once_norms[1], plain_norms[1], rtol=1e-5)
     for name, grad in plain_grads.items():
         assert torch.allclose(once_grads[name], grad, rtol=1e-5, atol=1e-8), name
 
@@ -663,31 +732,35 @@ def test_z_loss_adds_its_term_and_pulls_the_normalizer_to_zero(char_data):
 
     def steps(z_loss, n):
         torch.manual_seed(0)
-        s = train.Settings(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8, z_loss=z_loss,
-                           learning_rate=3e-2, warmup_iters=0)
+        s = train.Settings(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8,
+                           z_loss=z_loss, learning_rate=3e-2, warmup_iters=0)
         model, groups, optimizer = train.build(s, data.vocab_size, torch.device('cpu'))
         x, y = data.get_batch('train', 8, 16, torch.Generator().manual_seed(0))
         logits, cross_entropy = model(x, y)
-        expected = cross_entropy + z_loss * torch.logsumexp(logits, -1).pow(2).mean()  # CE + z * lse^2
+        # CE + z * lse^2
+        expected = cross_entropy + z_loss * torch.logsumexp(logits, -1).pow(2).mean()
         scaler = torch.amp.GradScaler('cpu', enabled=False)
-        losses = [train.train_step(model, optimizer, scaler, groups, s, lambda: (x, y), nullcontext())[0]
+        losses = [train.train_step(model, optimizer, scaler, groups, s, lambda: (x, y),
+                                   nullcontext())[0]
                   for _ in range(n)]
         return expected, losses[0], torch.logsumexp(model(x, y)[0], -1).abs().mean()
 
     expected, first, _ = steps(0.5, 1)
     assert torch.allclose(first, expected)
-    assert steps(1.0, 20)[2] < 0.5 * steps(0.0, 20)[2]  # the z-loss gradient drives logsumexp towards 0
+    # the z-loss gradient drives logsumexp towards 0
+    assert steps(1.0, 20)[2] < 0.5 * steps(0.0, 20)[2]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: real runs on tiny-shakespeare, the log, resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
 @pytest.mark.parametrize('mult_flags', [[], ['--scalar_mult', '--row_mult', '--col_mult']])
 def test_short_training_run_lowers_val_loss(char_data, tmp_path, mult_flags, optimizer):
-    log = run(char_data, tmp_path, '--max_iters', '60', '--eval_interval', '60', '--learning_rate', '3e-3',
-              '--optimizer', optimizer, *mult_flags)
+    log = run(char_data, tmp_path, '--max_iters', '60', '--eval_interval', '60',
+              '--learning_rate', '3e-3', '--optimizer', optimizer, *mult_flags)
     assert [line['iter'] for line in log] == [0, 60] and log[-1]['optimizer'] == optimizer
     assert log[-1]['val_loss'] < log[0]['val_loss'] - 0.8, log
     assert ('embed.row_mult_mean' in log[-1]) == bool(mult_flags)
@@ -697,24 +770,28 @@ def test_short_training_run_lowers_val_loss(char_data, tmp_path, mult_flags, opt
 
 @pytest.mark.parametrize('mult_flags', [[], ['--scalar_mult']])
 def test_log_carries_the_pre_clip_gradient_norms(char_data, tmp_path, mult_flags):
-    log = run(char_data, tmp_path, '--max_iters', '6', '--eval_interval', '6', '--log_interval', '2', *mult_flags)
+    log = run(char_data, tmp_path, '--max_iters', '6', '--eval_interval', '6',
+              '--log_interval', '2', *mult_flags)
     steps = [line for line in log if 'val_loss' not in line]
-    assert [line['iter'] for line in steps] == [2, 4, 6] and all(line['grad_norm'] > 0 for line in steps)
+    assert [line['iter'] for line in steps] == [2, 4, 6]
+    assert all(line['grad_norm'] > 0 for line in steps)
     assert all((line['mult_grad_norm'] > 0) == bool(mult_flags) for line in steps)
     evals = [line for line in log if 'val_loss' in line]
-    assert {'lr_matrices', 'lr_embed_head', 'lr_gains'} <= evals[-1].keys()  # each group's LR, by name
+    assert {'lr_matrices', 'lr_embed_head', 'lr_gains'} <= evals[-1].keys()  # each group's LR
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
 def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer):
-    flags = ['--eval_interval', '10', '--lr_decay_iters', '20', '--row_mult', '--col_mult', '--dropout', '0.1',
-             '--optimizer', optimizer]
+    flags = ['--eval_interval', '10', '--lr_decay_iters', '20', '--row_mult', '--col_mult',
+             '--dropout', '0.1', '--optimizer', optimizer]
     full = run(char_data, tmp_path / 'full', '--max_iters', '20', *flags)
     run(char_data, tmp_path / 'parts', '--max_iters', '10', *flags)
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '20', '--resume')
     assert [line['iter'] for line in resumed] == [0, 10, 20]
     for a, b in zip(full, resumed):
-        assert (a['train_loss'], a['val_loss'], a['lr_matrices']) == (b['train_loss'], b['val_loss'], b['lr_matrices'])
+        keys = ('train_loss', 'val_loss', 'lr_matrices')
+        assert [a[key] for key in keys] == [b[key] for key in keys]
 
 
 def test_resume_loads_the_checkpoint_to_the_cpu_whatever_the_device(char_data, tmp_path,
@@ -747,7 +824,7 @@ def test_a_cpu_optimizer_state_resumes_into_the_fused_adamw_of_cuda_runs():
     model(x, x)[1].backward()
     cpu_optimizer.step()
     fused = torch.optim.AdamW(train.param_groups(model, s), fused=True)  # what CUDA runs use
-    train.load_optimizer_state(fused, cpu_optimizer.state_dict())
+    runtime.load_optimizer_state(fused, cpu_optimizer.state_dict())
     for p, state in fused.state.items():  # the fused kernel's layout: float32 steps by the param
         assert state['step'].dtype == torch.float32 and state['step'].device == p.device
         assert state['exp_avg'].device == p.device and int(state['step']) == 1
@@ -763,7 +840,7 @@ def test_resume_refuses_a_different_architecture(char_data, tmp_path, capsys):
     assert exit_info.value.code == 2 and '--n_layer' in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: reliability (bad settings, non-finite losses, checkpoints) and DDP through torchrun
 
 
@@ -790,7 +867,8 @@ SETTINGS_WITHOUT_RANGE = {'dataset', 'input', 'out_dir', 'lr_factors', 'wd_facto
 
 CHECKED_FIELDS = [(train.settings_from, f) for f in dataclasses.fields(train.Settings)
                   if f.name not in SETTINGS_WITHOUT_RANGE] + \
-                 [(sample.main, f) for f in dataclasses.fields(sample.SampleSettings) if f.metadata['allowed']]
+                 [(sample.main, f) for f in dataclasses.fields(sample.SampleSettings)
+                  if f.metadata['allowed']]
 
 
 @pytest.mark.parametrize('parse, field', CHECKED_FIELDS,
@@ -798,10 +876,8 @@ CHECKED_FIELDS = [(train.settings_from, f) for f in dataclasses.fields(train.Set
 def test_every_setting_rejects_bad_values_in_one_line(parse, field, capsys):
     # train.py's and sample.py's flags alike: exit 2, one line naming the flag, no traceback
     for value in bad_values(field):
-        with pytest.raises(SystemExit) as exit_info:
-            parse([f'--{field.name}', value])
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2 and '\n' not in err and f'--{field.name}' in err, (value, err)
+        flag = f'--{field.name}'
+        err = assert_exits_2_in_one_line(lambda: parse([flag, value]), capsys, flag)
         assert 'Traceback' not in err
 
 
@@ -812,19 +888,16 @@ def test_every_setting_rejects_bad_values_in_one_line(parse, field, capsys):
     (['--n_embd', '30', '--n_head', '4'], '--n_embd'),
 ])
 def test_settings_that_contradict_each_other_fail_in_one_line(argv, named, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.settings_from(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and named in err, err
+    assert_exits_2_in_one_line(lambda: train.settings_from(argv), capsys, named)
 
 
-@pytest.mark.parametrize('flags, named', [(['--batch_size', '100000', '--block_size', '64'], '--batch_size'),
-                                          (['--block_size', '200000'], '--block_size')])
+@pytest.mark.parametrize('flags, named', [
+    (['--batch_size', '100000', '--block_size', '64'], '--batch_size'),
+    (['--block_size', '200000'], '--block_size'),
+])
 def test_batches_larger_than_the_data_fail_in_one_line(char_data, tmp_path, flags, named, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(['--dataset', char_data, '--out_dir', str(tmp_path), '--device', 'cpu', *flags])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and named in err, err
+    argv = ['--dataset', char_data, '--out_dir', str(tmp_path), '--device', 'cpu', *flags]
+    assert_exits_2_in_one_line(lambda: train.main(argv), capsys, named)
 
 
 def test_resume_refuses_another_optimizer_or_vocabulary(char_data, tmp_path, capsys):
@@ -834,16 +907,17 @@ def test_resume_refuses_another_optimizer_or_vocabulary(char_data, tmp_path, cap
     assert exit_info.value.code == 2 and '--optimizer muon differs' in capsys.readouterr().err
     other = tmp_path / 'abc'
     prepare_text('abcabcab' * 500, other, 'char')  # a vocabulary of 3
+    argv = ['--resume', '--out_dir', str(tmp_path), '--dataset', str(other)]
+    assert_exits_2_in_one_line(lambda: train.main(argv), capsys, 'vocabulary 3 differs')
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(char_data, tmp_path,
+                                                                               capsys):
+    # an absurd LR: the weights overflow within a few steps
     with pytest.raises(SystemExit) as exit_info:
-        train.main(['--resume', '--out_dir', str(tmp_path), '--dataset', str(other)])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and 'vocabulary 3 differs' in err, err
-
-
-def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(char_data, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:  # an absurd LR: the weights overflow within a few steps
-        run(char_data, tmp_path, '--max_iters', '40', '--eval_interval', '10', '--log_interval', '2',
-            '--learning_rate', '1e30', '--weight_decay', '0', '--mult_wd', '0', '--warmup_iters', '20')
+        run(char_data, tmp_path, '--max_iters', '40', '--eval_interval', '10',
+            '--log_interval', '2', '--learning_rate', '1e30', '--weight_decay', '0',
+            '--mult_wd', '0', '--warmup_iters', '20')
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 1 and '\n' not in err, err
     assert 'nan' in err and 'the last good checkpoint is iter 0' in err, err
@@ -867,7 +941,8 @@ def test_a_float16_overflow_step_is_skipped_not_taken_for_a_divergence(char_data
     monkeypatch.setattr(train, 'pick_device', lambda device, dtype: (
         *real_pick_device('cpu', 'float32')[:1], 'float16', nullcontext()))
     monkeypatch.setattr(torch.amp.GradScaler, 'unscale_', overflow_on_step_4)
-    log = run(char_data, tmp_path, '--max_iters', '8', '--eval_interval', '8', '--log_interval', '2')
+    log = run(char_data, tmp_path, '--max_iters', '8', '--eval_interval', '8',
+              '--log_interval', '2')
     steps = {line['iter']: line for line in log if 'val_loss' not in line}
     assert math.isinf(steps[4]['grad_norm']) and math.isfinite(steps[6]['grad_norm'])
     assert [line['iter'] for line in log if 'val_loss' in line] == [0, 8]
@@ -937,10 +1012,8 @@ def test_a_full_disk_while_saving_on_a_real_small_filesystem(char_data, tmp_path
 def test_an_out_dir_that_cannot_be_written_fails_in_one_line(char_data, tmp_path, where, capsys):
     (tmp_path / 'file').write_text('not a folder')
     out_dir = tmp_path / 'file' if where == 'file' else tmp_path / 'file' / 'run'
-    with pytest.raises(SystemExit) as exit_info:
-        run(char_data, out_dir, '--max_iters', '1')
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and '--out_dir' in err, err
+    assert_exits_2_in_one_line(lambda: run(char_data, out_dir, '--max_iters', '1'), capsys,
+                               '--out_dir')
 
 
 @pytest.mark.parametrize('bad_file', ['val', 'second_train'])
@@ -956,10 +1029,9 @@ def test_token_ids_beyond_the_vocabulary_fail_in_one_line_naming_the_file(tmp_pa
     write_meta(folder, dict(vocab_size=65, tokenizer='char', dtype='uint16', header_bytes=0,
                             train=['train0.bin', 'train1.bin'], val=['val.bin'],
                             chars=string.printable[:65]))
-    with pytest.raises(SystemExit) as exit_info:  # the bad train file: as soon as a batch reads it
-        run(str(folder), tmp_path / 'out', '--max_iters', '20', '--eval_interval', '20')
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err, err
+    err = assert_exits_2_in_one_line(  # the bad train file: as soon as a batch reads it
+        lambda: run(str(folder), tmp_path / 'out', '--max_iters', '20', '--eval_interval', '20'),
+        capsys)
     assert 'token id 1999' in err and 'vocabulary of 65' in err and '.bin' in err, err
 
 
@@ -1027,32 +1099,39 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(monkeypatch, capsys):
 
 def torchrun(nproc, out_dir, *flags):
     """train.py under torchrun with nproc CPU processes (gloo); returns the log.jsonl lines."""
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-               os.path.join(REPO, 'train.py'), '--out_dir', str(out_dir), *flags]
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+               f'--nproc_per_node={nproc}', os.path.join(REPO, 'train.py'),
+               '--out_dir', str(out_dir), *flags]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return [json.loads(line) for line in (out_dir / 'log.jsonl').read_text().splitlines()]
 
 
-DDP_FLAGS = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '32', '--block_size', '16',
-             '--eval_iters', '3', '--eval_interval', '5', '--log_interval', '5', '--sample_tokens', '0',
+DDP_FLAGS = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '32',
+             '--block_size', '16', '--eval_iters', '3', '--eval_interval', '5',
+             '--log_interval', '5', '--sample_tokens', '0',
              '--optimizer', 'muon', '--scalar_mult', '--row_mult', '--col_mult']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('build_once', ['true', 'false'])
-def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data, tmp_path, build_once):
-    # each rank takes its half of the very batch one process draws; DDP averages the two halves' gradients
-    # (W built once per step: the ranks average after the build's backward, outside DDP)
+def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data, tmp_path,
+                                                                      build_once):
+    # each rank takes its half of the very batch one process draws; DDP averages the two halves'
+    # gradients (W built once per step: the ranks average after the build's backward, outside DDP)
     flags = [*DDP_FLAGS, '--dataset', char_data, '--max_iters', '10', '--grad_accum', '2']
     two = torchrun(2, tmp_path / 'two', *flags, '--batch_size', '4', '--build_once', build_once)
-    train.main([*flags, '--batch_size', '8', '--out_dir', str(tmp_path / 'one')])  # a plain single process
+    # a plain single process
+    train.main([*flags, '--batch_size', '8', '--out_dir', str(tmp_path / 'one')])
     one = [json.loads(line) for line in (tmp_path / 'one' / 'log.jsonl').read_text().splitlines()]
-    assert [x['iter'] for x in two] == [x['iter'] for x in one] == [0, 5, 5, 10, 10]  # evaluations and steps
+    # evaluations and steps
+    assert [x['iter'] for x in two] == [x['iter'] for x in one] == [0, 5, 5, 10, 10]
     for a, b in zip(one, two):  # the same numbers up to float summation order
         for key in ('val_loss', 'train_loss', 'loss', 'grad_norm'):
             if key in a:
                 assert math.isclose(a[key], b[key], rel_tol=1e-5), (key, a, b)
-    assert one[-1]['tokens'] == two[-1]['tokens'] == 10 * 4 * 2 * 16 * 2  # batch x ranks x block x accum
+    # iters x batch x ranks x block x accum
+    assert one[-1]['tokens'] == two[-1]['tokens'] == 10 * 4 * 2 * 16 * 2
 
 
 def agreement_worker(rank, world, rendezvous, out_dir):
@@ -1061,7 +1140,7 @@ def agreement_worker(rank, world, rendezvous, out_dir):
     try:  # only rank 1 was sent SIGTERM
         requests = types.SimpleNamespace(signal=signal.SIGTERM if rank == 1 else None)
         (out_dir / f'rank{rank}').write_text(
-            str(train.agreed_signal(requests, world, torch.device('cpu'))))
+            str(runtime.agreed_signal(requests, world, torch.device('cpu'))))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -1073,8 +1152,10 @@ def test_every_rank_stops_at_the_step_one_rank_was_signalled_at(tmp_path):
     assert [(tmp_path / f'rank{r}').read_text() for r in range(2)] == ['15', '15']
 
 
+@pytest.mark.slow
 def test_ddp_resume_reproduces_the_uninterrupted_run(char_data, tmp_path):
-    flags = [*DDP_FLAGS, '--dataset', char_data, '--batch_size', '4', '--dropout', '0.1', '--lr_decay_iters', '10']
+    flags = [*DDP_FLAGS, '--dataset', char_data, '--batch_size', '4', '--dropout', '0.1',
+             '--lr_decay_iters', '10']
     full = torchrun(2, tmp_path / 'full', *flags, '--max_iters', '10')
     torchrun(2, tmp_path / 'parts', *flags, '--max_iters', '5')
     resumed = torchrun(2, tmp_path / 'parts', '--max_iters', '10', '--resume')
@@ -1083,17 +1164,20 @@ def test_ddp_resume_reproduces_the_uninterrupted_run(char_data, tmp_path):
         [{k: v for k, v in x.items() if k not in timing} for x in full]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # sample.py: fold, export, generate
 
 
-def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir, char_data, tmp_path, capsys):
+@pytest.mark.slow
+def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir, char_data,
+                                                                 tmp_path, capsys):
     export = trained_out_dir / 'folded.pt'
     out, text = sample_text(capsys, trained_out_dir, '--fold', '--export', str(export))
     assert '(multipliers folded)' in out and len(text) == 200
-    # what training taught: mostly lowercase letters and spaces (here 0.9; an untrained model: about 0.4)
+    # what training taught: mostly lowercase letters and spaces (here 0.9; untrained: about 0.4)
     assert lowercase_share(text) > 0.75, text
-    run(char_data, tmp_path, '--max_iters', '0', '--scalar_mult', '--row_mult', '--col_mult')  # untrained
+    untrained = ['--max_iters', '0', '--scalar_mult', '--row_mult', '--col_mult']
+    run(char_data, tmp_path, *untrained)
     _, untrained_text = sample_text(capsys, tmp_path)
     assert lowercase_share(untrained_text) < 0.6, untrained_text
     original, _ = sample.load_model(sample.SampleSettings(out_dir=str(trained_out_dir)), 'cpu')
@@ -1194,14 +1278,13 @@ def test_export_hf_bad_folder_or_no_transformers_exit_2_in_one_line(tmp_path, mo
         monkeypatch.setitem(sys.modules, 'transformers', None)  # import transformers fails
     else:
         import_transformers(monkeypatch)
-    with pytest.raises(SystemExit) as exit_info:  # before the checkpoint is read: there is none
-        sample.main(['--out_dir', str(tmp_path), '--export_hf', str(folder), '--device', 'cpu'])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '--export_hf' in err and '\n' not in err
+    argv = ['--out_dir', str(tmp_path), '--export_hf', str(folder), '--device', 'cpu']
+    # it fails before the checkpoint is read: there is none
+    err = assert_exits_2_in_one_line(lambda: sample.main(argv), capsys, '--export_hf')
     assert ('needs transformers' in err) == (bad == 'no_transformers')
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # muon.py: Newton-Schulz
 
 
@@ -1211,13 +1294,14 @@ def test_newton_schulz_keeps_singular_vectors_and_maps_singular_values(shape):
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
     O = zeropower_via_newtonschulz5(G)
     assert O.shape == G.shape and O.dtype == G.dtype
-    # In G's singular basis, NS(G) = U f(S / ||G||_F) V^T: diagonal, with f = the quintic applied 5 times
+    # In G's singular basis, NS(G) = U f(S / ||G||_F) V^T: diagonal, f = the quintic applied 5 times
     D = U.mT @ O @ Vh.mT
     expected = quintic_5_steps(S.double() / G.double().norm(dim=(-2, -1))[..., None]).float()
     assert torch.allclose(D.diagonal(dim1=-2, dim2=-1), expected, atol=1e-4)
     assert (D - torch.diag_embed(D.diagonal(dim1=-2, dim2=-1))).abs().max() < 1e-4
-    # Band: f maps [1e-3, 1] into [0.47, 1.21] (muon.py's docstring), so singular values of G that are at
-    # least 1e-3 * ||G||_F come out in [0.4, 1.25]; smaller ones are only amplified less (a=3.4445 per step).
+    # Band: f maps [1e-3, 1] into [0.47, 1.21] (muon.py's docstring), so singular values of G that
+    # are at least 1e-3 * ||G||_F come out in [0.4, 1.25]; smaller ones are only amplified less
+    # (a=3.4445 per step).
     big_enough = S / G.norm(dim=(-2, -1))[..., None] >= 1e-3
     out_singular_values = D.diagonal(dim1=-2, dim2=-1)[big_enough]
     assert out_singular_values.min() > 0.4 and out_singular_values.max() < 1.25
@@ -1229,8 +1313,9 @@ def test_newton_schulz_keeps_singular_vectors_and_maps_singular_values(shape):
 
 @pytest.mark.parametrize('shape', [(48, 48), (32, 96), (96, 32)])
 def test_newton_schulz_cubic_converges_to_exact_orthogonalization(shape):
-    # The quintic's coefficients trade convergence for speed; the classic cubic X <- 1.5X - 0.5 X X^T X
-    # converges to U V^T for every singular value in (0, sqrt(3)) (here all in (0, 1]), quadratically near 1.
+    # The quintic's coefficients trade convergence for speed; the classic cubic
+    # X <- 1.5X - 0.5 X X^T X converges to U V^T for every singular value in (0, sqrt(3))
+    # (here all in (0, 1]), quadratically near 1.
     G = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
     O = zeropower_via_newtonschulz5(G, steps=40, coefficients=(1.5, -0.5, 0.0))
@@ -1246,15 +1331,17 @@ def test_newton_schulz_batch_equals_one_by_one():
 
 @pytest.mark.parametrize('shape', [(128, 384), (384, 128), (4, 128, 128)])
 def test_newton_schulz_in_bfloat16_stays_within_two_percent_of_float64(shape):
-    # Measured at these shapes: the fused form (baddbmm, one rounding per product) lands 1.2-1.4% from
-    # float64, the unfused b*A + c*A@A and a*X + B@X (four roundings) 2.4-2.9%: a 2% bound tells them apart.
-    G = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * torch.rand(shape[-1]).sqrt()
+    # Measured at these shapes: the fused form (baddbmm, one rounding per product) lands 1.2-1.4%
+    # from float64, the unfused b*A + c*A@A and a*X + B@X (four roundings) 2.4-2.9%: a 2% bound
+    # tells them apart.
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    G = G * torch.rand(shape[-1]).sqrt()
     exact = zeropower_via_newtonschulz5(G.double())
     bf16 = zeropower_via_newtonschulz5(G, dtype=torch.bfloat16).double()
     assert (bf16 - exact).norm() / exact.norm() < 0.02
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # muon.py: parity with torch.optim.Muon and torch.optim.AdamW (the independent references)
 
 
@@ -1268,15 +1355,23 @@ def test_muon_matches_torch_optim_muon(nesterov, scale):
     hyper = dict(lr=0.02, weight_decay=0.1)
     ours = [torch.nn.Parameter(p.clone()) for p in start]
     theirs = [torch.nn.Parameter(p.clone()) for p in start]
-    wrong = [torch.nn.Parameter(p.clone()) for p in start]  # other Nesterov setting: how big a real bug is
-    step_through(MuonAdamW([dict(params=ours, use_muon=True, nesterov=nesterov, muon_scale=scale, **hyper)]), ours, grads)
-    step_through(torch.optim.Muon(theirs, momentum=0.95, nesterov=nesterov, adjust_lr_fn=scale, **hyper), theirs, grads)
-    step_through(MuonAdamW([dict(params=wrong, use_muon=True, nesterov=not nesterov, muon_scale=scale, **hyper)]), wrong, grads)
-    # torch.optim.Muon always runs Newton-Schulz in bfloat16 (8 mantissa bits: 0.4% per rounding), ours runs
-    # in float32 on CPU. Measured after 5 steps: ||ours - torch|| / ||ours - start|| = 0.008 .. 0.011 and
-    # max |ours - torch| <= 5.7e-4 while parameters moved up to 0.05. (Ours in bfloat16 too is no closer:
-    # 0.019 .. 0.029, the two round in different orders.) A 2.5% bound passes with margin and still catches
-    # a real mistake: the other Nesterov setting is off by > 20%, the other scale convention by far more.
+    # the other Nesterov setting: how big a real bug is
+    wrong = [torch.nn.Parameter(p.clone()) for p in start]
+    ours_optimizer = MuonAdamW([dict(params=ours, use_muon=True, nesterov=nesterov,
+                                     muon_scale=scale, **hyper)])
+    step_through(ours_optimizer, ours, grads)
+    torch_muon = torch.optim.Muon(theirs, momentum=0.95, nesterov=nesterov, adjust_lr_fn=scale,
+                                  **hyper)
+    step_through(torch_muon, theirs, grads)
+    wrong_optimizer = MuonAdamW([dict(params=wrong, use_muon=True, nesterov=not nesterov,
+                                      muon_scale=scale, **hyper)])
+    step_through(wrong_optimizer, wrong, grads)
+    # torch.optim.Muon always runs Newton-Schulz in bfloat16 (8 mantissa bits: 0.4% per rounding),
+    # ours runs in float32 on CPU. Measured after 5 steps: ||ours - torch|| / ||ours - start|| =
+    # 0.008 .. 0.011 and max |ours - torch| <= 5.7e-4 while parameters moved up to 0.05. (Ours in
+    # bfloat16 too is no closer: 0.019 .. 0.029, the two round in different orders.) A 2.5% bound
+    # passes with margin and still catches a real mistake: the other Nesterov setting is off by
+    # > 20%, the other scale convention by far more.
     for o, t, w, s in zip(ours, theirs, wrong, start):
         moved = (o - s).norm()
         assert (o - t).norm() / moved < 0.025
@@ -1287,9 +1382,10 @@ def test_muon_matches_torch_optim_muon(nesterov, scale):
 def test_adamw_groups_match_torch_optim_adamw():
     shapes = [(), (8,), (4, 6)]
     start, grads = params_and_grads(shapes, steps=5)
-    grads[1][0] = None  # the scalar skips a step: its own step count (and bias correction) stays behind
-    groups = lambda ps: [dict(params=ps[:2], lr=3e-3, weight_decay=2e-3, betas=(0.9, 0.95), eps=1e-8),
-                         dict(params=ps[2:], lr=1e-2, weight_decay=0.1, betas=(0.8, 0.99), eps=1e-6)]
+    grads[1][0] = None  # the scalar skips a step: its step count (and bias correction) lags behind
+    groups = lambda ps: [
+        dict(params=ps[:2], lr=3e-3, weight_decay=2e-3, betas=(0.9, 0.95), eps=1e-8),
+        dict(params=ps[2:], lr=1e-2, weight_decay=0.1, betas=(0.8, 0.99), eps=1e-6)]
     ours = [torch.nn.Parameter(p.clone()) for p in start]
     theirs = [torch.nn.Parameter(p.clone()) for p in start]
     step_through(MuonAdamW([dict(g, use_muon=False) for g in groups(ours)]), ours, grads)
@@ -1299,11 +1395,12 @@ def test_adamw_groups_match_torch_optim_adamw():
         assert torch.allclose(o, t, rtol=0, atol=1e-6)
 
 
-def test_adamw_continues_from_torch_optim_adamw_state():  # a checkpoint written by torch's AdamW resumes
+def test_adamw_continues_from_torch_optim_adamw_state():  # a checkpoint of torch's AdamW resumes
     start, grads = params_and_grads([(8,), (4, 6)], steps=6)
     ours = [torch.nn.Parameter(p.clone()) for p in start]
     theirs = [torch.nn.Parameter(p.clone()) for p in start]
-    torch_adamw = torch.optim.AdamW([dict(params=theirs, use_muon=False)], lr=3e-3, weight_decay=0.1)
+    torch_adamw = torch.optim.AdamW([dict(params=theirs, use_muon=False)], lr=3e-3,
+                                    weight_decay=0.1)
     step_through(torch_adamw, theirs, grads[:3])
     with torch.no_grad():
         for o, t in zip(ours, theirs):
@@ -1316,7 +1413,7 @@ def test_adamw_continues_from_torch_optim_adamw_state():  # a checkpoint written
         assert torch.allclose(o, t, rtol=0, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # muon.py: the optimizer class MuonAdamW
 
 
@@ -1343,7 +1440,8 @@ def test_bucket_of_same_shape_matrices_equals_separate_optimizers_and_muon_updat
     shapes = [(24, 40)] * 4
     start, grads = params_and_grads(shapes, steps=3)
     together = [torch.nn.Parameter(p.clone()) for p in start]
-    step_through(MuonAdamW([dict(params=together, lr=0.02, weight_decay=0.1, use_muon=True)]), together, grads)
+    optimizer = MuonAdamW([dict(params=together, lr=0.02, weight_decay=0.1, use_muon=True)])
+    step_through(optimizer, together, grads)
     for i, s in enumerate(start):
         alone = torch.nn.Parameter(s.clone())
         optimizer = MuonAdamW([dict(params=[alone], lr=0.02, weight_decay=0.1, use_muon=True)])
@@ -1359,31 +1457,35 @@ def test_params_without_grad_are_skipped():
     matrix, vector = torch.nn.Parameter(torch.ones(4, 4)), torch.nn.Parameter(torch.ones(4))
     optimizer = mixed_optimizer([matrix], [vector])
     optimizer.step()
-    assert torch.equal(matrix, torch.ones(4, 4)) and torch.equal(vector, torch.ones(4)) and not optimizer.state
+    assert torch.equal(matrix, torch.ones(4, 4)) and torch.equal(vector, torch.ones(4))
+    assert not optimizer.state
 
 
 def test_clear_errors():
     with pytest.raises(ValueError, match=r'non-2-D parameters of shapes \[\(8,\)\]'):
-        MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8))], lr=0.02, weight_decay=0.0, use_muon=True)])
+        MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8))], lr=0.02, weight_decay=0.0,
+                        use_muon=True)])
     with pytest.raises(ValueError, match='unknown Muon scale'):
-        MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8, 8))], lr=0.02, weight_decay=0.0, use_muon=True,
-                        muon_scale='spectral')])
+        MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8, 8))], lr=0.02, weight_decay=0.0,
+                        use_muon=True, muon_scale='spectral')])
     with pytest.raises(ValueError, match='unknown Muon scale'):
         muon_update(torch.ones(8, 8), torch.zeros(8, 8), scale='spectral')
     with pytest.raises(ValueError, match="lacks the keys \\['use_muon'\\]"):
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8, 8))], lr=0.02, weight_decay=0.0)])
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # muon.py: sharded across processes
 
 
-SHARD_SHAPES = [(32, 48)] * 3 + [(48, 16), (8,)]  # a bucket of 3 (padded to 4), a bucket of 1, an AdamW vector
+# a bucket of 3 (padded to 4), a bucket of 1, an AdamW vector
+SHARD_SHAPES = [(32, 48)] * 3 + [(48, 16), (8,)]
 
 
 def sharded_worker(rank, world, rendezvous, out_dir):
-    torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank, world_size=world,
-                                         timeout=torch.distributed.constants.default_pg_timeout / 30)  # 1 min
+    one_minute = torch.distributed.constants.default_pg_timeout / 30
+    torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
+                                         world_size=world, timeout=one_minute)
     real_all_gather = torch.distributed.all_gather
 
     def all_gather_contiguous_only(tensors, tensor, **kwargs):  # NCCL's rule (gloo copies)
@@ -1415,8 +1517,10 @@ def test_what_muon_hands_to_all_gather_is_contiguous(monkeypatch):
     assert len(handed) == 6 and all(t.is_contiguous() for t in handed)
 
 
+@pytest.mark.slow
 def test_sharded_two_processes_equal_one_process(tmp_path):
-    torch.multiprocessing.spawn(sharded_worker, args=(2, tmp_path / 'rendezvous', tmp_path), nprocs=2, join=True)
+    torch.multiprocessing.spawn(sharded_worker, args=(2, tmp_path / 'rendezvous', tmp_path),
+                                nprocs=2, join=True)
     start, grads = params_and_grads(SHARD_SHAPES, steps=3)
     single = [torch.nn.Parameter(p.clone()) for p in start]
     optimizer = mixed_optimizer(single[:4], single[4:])
@@ -1425,13 +1529,15 @@ def test_sharded_two_processes_equal_one_process(tmp_path):
         result = torch.load(tmp_path / f'rank{rank}.pt', weights_only=True)
         for a, b in zip(result['params'], single):
             assert torch.equal(a, b)
-        for i, state in optimizer.state_dict()['state'].items():  # every rank holds the full optimizer state
+        # every rank holds the full optimizer state
+        for i, state in optimizer.state_dict()['state'].items():
             for key, value in state.items():
-                assert torch.equal(torch.as_tensor(result['state']['state'][i][key]), torch.as_tensor(value))
+                rank_value = result['state']['state'][i][key]
+                assert torch.equal(torch.as_tensor(rank_value), torch.as_tensor(value))
 
 
-# ---------------------------------------------------------------------------------------------------
-# the research tools: bench.py, sweep.py, plot.py, abm.py
+# --------------------------------------------------------------------------------------------------
+# experiments/: the research tools bench.py, sweep.py, plot.py, abm.py, gpu_check.py
 
 
 NANOGPT_STAND_IN = '''
@@ -1440,7 +1546,8 @@ from dataclasses import dataclass
 import torch
 @dataclass
 class GPTConfig:
-    block_size: int; vocab_size: int; n_layer: int; n_head: int; n_embd: int; dropout: float; bias: bool
+    block_size: int; vocab_size: int; n_layer: int; n_head: int; n_embd: int
+    dropout: float; bias: bool
 class GPT(torch.nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -1454,28 +1561,33 @@ class GPT(torch.nn.Module):
 '''
 
 
+@pytest.mark.slow
 def test_bench_times_every_variant_side_by_side(tmp_path, capsys):
     (tmp_path / 'model.py').write_text(NANOGPT_STAND_IN)
-    bench.main(['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--block_size', '16',
-                '--batch_size', '2', '--grad_accum', '2', '--repeats', '2', '--warmup', '1', '--profile',
-                '--nanogpt', str(tmp_path)])
+    bench.main(['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32',
+                '--block_size', '16', '--batch_size', '2', '--grad_accum', '2', '--repeats', '2',
+                '--warmup', '1', '--profile', '--nanogpt', str(tmp_path)])
     out = capsys.readouterr().out
     assert '2 x 2 x 16 = 64 tokens per step' in out and 'parameter counts' not in out
-    for row in ('| nanoLRM Muon (batched) |', '| adamw |', '| muon |', '| Muon / AdamW |', '| nanoLRM / nanoGPT |'):
+    for row in ('| nanoLRM Muon (batched) |', '| adamw |', '| muon |', '| Muon / AdamW |',
+                '| nanoLRM / nanoGPT |'):
         assert row in out, row
-    assert out.count('Self CPU time total') == 7  # a profile of each training step: 2 x 3 of ours, nanoGPT's
+    # a profile of each training step: 2 x 3 of ours, nanoGPT's
+    assert out.count('Self CPU time total') == 7
     # grad_accum 2: W built once per step, and once per micro-batch
-    assert re.search(r'\| adamw \| [\d.]+ ms \| [\d.]+ ms \([+-][\d.]+%\) \| [\d.]+ ms \([+-][\d.]+%\) \|', out), out
+    adamw_row = (r'\| adamw \| [\d.]+ ms \| [\d.]+ ms \([+-][\d.]+%\) '
+                 r'\| [\d.]+ ms \([+-][\d.]+%\) \|')
+    assert re.search(adamw_row, out), out
 
 
+@pytest.mark.slow
 def test_bench_without_a_nanogpt_checkout_fails_in_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32', '--block_size', '16',
-                    '--batch_size', '2', '--repeats', '1', '--nanogpt', str(tmp_path)])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and '\n' not in err and '--nanogpt' in err, err
+    argv = ['--device', 'cpu', '--n_layer', '1', '--n_head', '2', '--n_embd', '32',
+            '--block_size', '16', '--batch_size', '2', '--repeats', '1', '--nanogpt', str(tmp_path)]
+    assert_exits_2_in_one_line(lambda: bench.main(argv), capsys, '--nanogpt')
 
 
+@pytest.mark.slow
 def test_sweep_runs_the_grid_tabulates_and_skips_finished_runs(tiny_sweep, monkeypatch):
     out_dir, argv, records = tiny_sweep
     assert [(r['point'], r['status']) for r in records] == [
@@ -1483,13 +1595,16 @@ def test_sweep_runs_the_grid_tabulates_and_skips_finished_runs(tiny_sweep, monke
         for c in ('0', '1') for lr, wd in (('1e-3', '4'), ('4e-3', '1'))]  # ':' axes vary together
     ckpt = torch.load(out_dir / 'runs' / records[-1]['name'] / 'ckpt.pt', weights_only=True)
     assert (ckpt['settings']['clip_multipliers'], ckpt['settings']['matrix_lr']) == (True, 4e-3)
-    assert all(r['final_val_loss'] < 4.3 and 'blocks.0.attn.q.weight_rms' in r['final'] for r in records)
+    assert all(r['final_val_loss'] < 4.3 for r in records)
+    assert all('blocks.0.attn.q.weight_rms' in r['final'] for r in records)
     table = (out_dir / 'results.md').read_text().splitlines()
     assert len(table) == 2 + 4 and table[2].startswith('| 0 | 1e-3 | 4 | 1 | ')
-    monkeypatch.setattr(subprocess, 'run', lambda *a, **k: pytest.fail('a finished run was started again'))
+    monkeypatch.setattr(subprocess, 'run',
+                        lambda *a, **k: pytest.fail('a finished run was started again'))
     assert len(sweep.main(argv)) == 4  # resumed from results.json: nothing to run
 
 
+@pytest.mark.slow
 def test_sweep_records_no_result_for_a_run_stopped_by_a_signal(tmp_path, monkeypatch, capsys):
     stopped = subprocess.CompletedProcess([], returncode=-15)  # e.g. kill or Ctrl-C
     monkeypatch.setattr(subprocess, 'run', lambda *args, **kwargs: stopped)
@@ -1499,21 +1614,23 @@ def test_sweep_records_no_result_for_a_run_stopped_by_a_signal(tmp_path, monkeyp
     assert not (tmp_path / 'results.json').exists()  # the next sweep resumes the run
 
 
+@pytest.mark.slow
 def test_sweep_rejects_bad_grids_in_one_line(capsys):
     for argv in (['--out_dir', 'x', '--grid', 'lr'], ['--out_dir', 'x', '--grid', 'a:b=1'],
                  ['--out_dir', 'x', '--', '--seed', '3']):
-        with pytest.raises(SystemExit) as exit_info:
-            sweep.main(argv)
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2 and '\n' not in err and err.startswith('sweep.py: error:'), err
+        err = assert_exits_2_in_one_line(lambda: sweep.main(argv), capsys)
+        assert err.startswith('sweep.py: error:'), err
 
 
+@pytest.mark.slow
 def test_plot_writes_every_figure(tiny_sweep, tmp_path):
     pytest.importorskip('matplotlib', reason='plot.py needs matplotlib (an optional dependency)')
     out_dir, _, records = tiny_sweep
     results = str(out_dir / 'results.json')
-    commands = [['curves', str(out_dir / 'runs' / records[0]['name'])], ['sweep', results, '--x', 'matrix_lr'],
-                ['equilibrium', results], ['clipping', str(out_dir), '--early', '4']]
+    commands = [['curves', str(out_dir / 'runs' / records[0]['name'])],
+                ['sweep', results, '--x', 'matrix_lr'],
+                ['equilibrium', results],
+                ['clipping', str(out_dir), '--early', '4']]
     for command in commands:
         out = tmp_path / f'{command[0]}.png'
         plot.main([*command, '--out', str(out)])
@@ -1522,28 +1639,63 @@ def test_plot_writes_every_figure(tiny_sweep, tmp_path):
     assert [iters for iters, _ in gap['1337']] == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_abm_feeds_noise_through_the_training_optimizer(monkeypatch):
     built = []
-    monkeypatch.setattr(train, 'make_optimizer', lambda *a: built.append(train.MuonAdamW(a[0])) or built[-1])
+    monkeypatch.setattr(train, 'make_optimizer',
+                        lambda *a: built.append(train.MuonAdamW(a[0])) or built[-1])
     s = train.Settings(optimizer='muon', n_layer=1, n_head=2, n_embd=16, block_size=8, max_iters=3)
     trajectory = abm.brownian_motion(s, 65, [1, 3])
-    assert len(built) == 1 and sorted(trajectory) == [0, 1, 3]  # train.py's own build(), groups and optimizer
-    assert trajectory[3]['blocks.0.attn.q.weight_rms'] != trajectory[0]['blocks.0.attn.q.weight_rms']
+    # train.py's own build(), groups and optimizer
+    assert len(built) == 1 and sorted(trajectory) == [0, 1, 3]
+    rms = 'blocks.0.attn.q.weight_rms'
+    assert trajectory[3][rms] != trajectory[0][rms]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
 def test_abm_norm_settles_at_sqrt_lr_over_wd(optimizer):
-    # paper section 1: with noise for gradients, ||W~|| ~ sqrt(lr/wd); here 6 equilibrium times at lr*wd = 0.02
+    # paper section 1: with noise for gradients, ||W~|| ~ sqrt(lr/wd); here 6 equilibrium times at
+    # lr*wd = 0.02
     def final_rms(lr, wd):
-        s = train.Settings(optimizer=optimizer, n_layer=1, n_head=2, n_embd=32, block_size=8, max_iters=1000,
-                           schedule='wsd', warmup_iters=0, matrix_lr=lr, matrix_wd=wd, muon_lr=lr, muon_wd=wd,
+        s = train.Settings(optimizer=optimizer, n_layer=1, n_head=2, n_embd=32, block_size=8,
+                           max_iters=1000, schedule='wsd', warmup_iters=0,
+                           matrix_lr=lr, matrix_wd=wd, muon_lr=lr, muon_wd=wd,
                            muon_scale='match_rms_adamw')
         return abm.brownian_motion(s, 65, [300])[300]['blocks.0.mlp.up.weight_rms']
     ratio = final_rms(8e-3, 2.5) / final_rms(2e-3, 10)  # S = sqrt(lr/wd) differs by 4x
     assert 3.6 < ratio < 4.4, ratio
 
 
-# ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_gpu_check_runs_every_step_at_toy_size_on_cpu(tmp_path):
+    text = Path(REPO).parent / 'shared/data/tinyshakespeare/input.txt'
+    if not text.exists():
+        pytest.skip(f'no tiny-shakespeare at {text}')
+    shakespeare_char.prepare(input_path=str(text), out_folder=str(tmp_path / 'data'))
+    out = tmp_path / 'gpu_check.json'
+    assert gpu_check.main(['--device', 'cpu', '--out', str(out), '--input', str(text),
+                           '--dataset', str(tmp_path / 'data')]) == 0
+    results = json.loads(out.read_text())
+    checks = {check['name']: check for check in results['checks']}
+    features = [f'{optimizer} {multipliers}{per}' for optimizer in ('adamw', 'muon')
+                for multipliers in ('none', 's+r+c', 'r+c symmetry_free')
+                for per in (('',) if multipliers == 'none' else ('', ' per micro-batch'))]
+    cuda_only = ['float16', 'torchrun', 'cpu_to_cuda']
+    assert list(checks) == [*features, 'resume adamw', 'resume muon', *cuda_only, 'fold']
+    for name, check in checks.items():  # each names its failure: the last line of its stderr
+        expected = 'skipped: needs CUDA' if name in cuda_only else 'ok'
+        assert check['status'] == expected, (name, check['last_stderr'])
+    assert checks['resume adamw']['max_relative_diff'] <= 1e-6  # the uninterrupted run's losses
+    assert results['torch'] and results['device'].startswith('CPU')
+    assert [table['name'] for table in results['bench']] == ['bench 16k', 'bench 0.5M']
+    for table in results['bench']:
+        assert table['status'] == 'ok', table['last_stderr']
+        assert '| adamw |' in table['output'] and '| Muon / AdamW |' in table['output']
+    assert 's+r+c per micro-batch' in results['bench'][1]['output']  # grad_accum 32 column
+
+
+# --------------------------------------------------------------------------------------------------
 # data/common.py: the on-disk format, written atomically
 
 
@@ -1574,7 +1726,7 @@ def test_read_meta_errors_are_one_line(tmp_path):
 def test_failed_prepare_writes_nothing_and_keeps_the_old_dataset(tmp_path):
     prepare_text('hello world\n' * 10, tmp_path)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    too_many_chars = ''.join(map(chr, range(0x10000, 0x10000 + 70_000)))  # 70,000 distinct characters
+    too_many_chars = ''.join(map(chr, range(0x10000, 0x10000 + 70_000)))  # 70,000 distinct chars
     for bad_text, message in [(too_many_chars, 'uint16'), ('', 'empty'), ('a', 'no tokens')]:
         with pytest.raises(ValueError, match=message) as err:
             prepare_text(bad_text, tmp_path)
@@ -1597,10 +1749,11 @@ def test_a_crash_while_rewriting_leaves_no_meta_json(tmp_path, monkeypatch):
     monkeypatch.setattr(common, 'write_tokens', write_tokens_crashing_on_val)
     with pytest.raises(OSError):
         prepare_text('a different text\n' * 10, tmp_path)
-    assert not os.path.exists(tmp_path / 'meta.json')  # new train.bin + old val.bin must not pass as a dataset
+    # a new train.bin beside the old val.bin must not pass as a dataset
+    assert not os.path.exists(tmp_path / 'meta.json')
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # data/: tokenizers and the prepare.py scripts
 
 
@@ -1637,7 +1790,8 @@ def test_byte_tokenizer_round_trip_on_non_ascii(tmp_path):
     assert meta['vocab_size'] == 256 and len(ids) == len(text.encode('utf-8'))
     tok = get_tokenizer(meta)
     assert tok.decode(ids.tolist()) == text
-    assert tok.decode(list('é'.encode())[:1]) == '\ufffd'  # half a character decodes, it does not raise
+    # half a character decodes, it does not raise
+    assert tok.decode(list('é'.encode())[:1]) == '\ufffd'
 
 
 def test_val_fraction_splits_the_text(tmp_path):
@@ -1649,7 +1803,8 @@ def test_shakespeare_gpt2_prepare_with_a_given_encoding(tmp_path):
     encoding = tiny_gpt2_encoding()
     meta = shakespeare_gpt2.prepare(shakespeare_path(), encoding=encoding, out_folder=tmp_path)
     text = Path(shakespeare_path()).read_text(encoding='utf-8')
-    assert meta['tokenizer'] == 'gpt2' and meta['vocab_size'] == encoding.n_vocab and 'chars' not in meta
+    assert meta['tokenizer'] == 'gpt2' and meta['vocab_size'] == encoding.n_vocab
+    assert 'chars' not in meta
     ids = np.concatenate([read_split(tmp_path, 'train'), read_split(tmp_path, 'val')])
     assert get_tokenizer(meta, encoding).decode(ids.tolist()) == text
 
@@ -1661,13 +1816,15 @@ def test_real_gpt2_bpe_from_a_local_file_splits_shakespeare_like_nanogpt(tmp_pat
     monkeypatch.setenv(common.GPT2_BPE_ENV, path)
     assert get_tokenizer({'tokenizer': 'gpt2'}).encode('Hello world') == [15496, 995]
     shakespeare_gpt2.prepare(shakespeare_path(), out_folder=tmp_path)
-    assert (len(read_split(tmp_path, 'train')), len(read_split(tmp_path, 'val'))) == (301966, 36059)  # nanoGPT's
+    n_train, n_val = len(read_split(tmp_path, 'train')), len(read_split(tmp_path, 'val'))
+    assert (n_train, n_val) == (301966, 36059)  # nanoGPT's counts
 
 
 def test_text_prepare_command_line_errors(tmp_path, monkeypatch, capsys):
     (tmp_path / 'empty.txt').write_text('')
     (tmp_path / 'binary.txt').write_bytes(b'\xff\xfe\x00 not utf-8')
-    for input_file, message in [('missing.txt', 'not found'), ('empty.txt', 'empty'), ('binary.txt', 'UTF-8')]:
+    for input_file, message in [('missing.txt', 'not found'), ('empty.txt', 'empty'),
+                                ('binary.txt', 'UTF-8')]:
         out = tmp_path / 'out'
         args = ['--input', str(tmp_path / input_file), '--out', str(out)]
         assert run_script('data/text/prepare.py', args, monkeypatch) == 2
@@ -1676,24 +1833,27 @@ def test_text_prepare_command_line_errors(tmp_path, monkeypatch, capsys):
         assert not os.path.exists(out)
 
 
+@pytest.mark.slow
 def test_text_prepare_runs_as_a_script(tmp_path):
     (tmp_path / 'corpus.txt').write_text('To be, or not to be: that is the question.\n' * 50)
     out = tmp_path / 'mytext'
-    result = subprocess.run([sys.executable, 'data/text/prepare.py', '--input', str(tmp_path / 'corpus.txt'),
-                             '--tokenizer', 'byte', '--out', str(out)], cwd=REPO, capture_output=True, text=True)
+    command = [sys.executable, 'data/text/prepare.py', '--input', str(tmp_path / 'corpus.txt'),
+               '--tokenizer', 'byte', '--out', str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     meta = read_meta(out)
-    assert meta['tokenizer'] == 'byte' and meta['train'] == ['train.bin'] and meta['val'] == ['val.bin']
+    assert meta['tokenizer'] == 'byte'
+    assert meta['train'] == ['train.bin'] and meta['val'] == ['val.bin']
     assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']  # no .tmp left behind
 
 
 def test_prepare_called_like_train_py_without_input(tmp_path):
-    # train.py calls data.<dataset>.prepare.prepare(input_path=--input or None) when meta.json is missing
+    # without a meta.json, train.py calls data.<dataset>.prepare.prepare(input_path=--input or None)
     with pytest.raises(ValueError, match='--input PATH') as err:
         text_prepare.prepare(input_path=None, out_folder=tmp_path)
     assert_one_line(err)
     with pytest.raises(ValueError, match='--num_train_shards') as err:
-        fineweb.prepare(input_path=None, out_folder=tmp_path)  # never a 1.6 GB download started by train.py
+        fineweb.prepare(input_path=None, out_folder=tmp_path)  # train.py starts no 1.6 GB download
     assert_one_line(err)
     with pytest.raises(ValueError, match='drop --input') as err:
         fineweb.prepare(input_path='corpus.txt', out_folder=tmp_path)
@@ -1701,12 +1861,13 @@ def test_prepare_called_like_train_py_without_input(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # data/common.py: TokenData batches
 
 
 def test_get_batch_windows_shift_and_reproducibility(tmp_path):
-    prepare_text(''.join(chr(0x4E00 + i) for i in range(3000)), tmp_path)  # 3000 distinct chars: ids 0..2999
+    # 3000 distinct chars: ids 0..2999
+    prepare_text(''.join(chr(0x4E00 + i) for i in range(3000)), tmp_path)
     data = TokenData(tmp_path)
     train = np.fromfile(tmp_path / 'train.bin', dtype=np.uint16)
     generator = torch.Generator().manual_seed(0)
@@ -1735,8 +1896,8 @@ def test_get_batch_over_shards_is_uniform_and_never_crosses_a_file(tmp_path):
     for k, length in enumerate(lengths):
         names.append(f'shard_{k}.bin')
         write_shard(tmp_path / names[-1], 10_000 * (k + 1) + np.arange(length))
-    write_meta(tmp_path, {'vocab_size': 50257, 'tokenizer': 'gpt2', 'dtype': 'uint16', 'header_bytes': 1024,
-                          'train': names, 'val': names[:1]})
+    write_meta(tmp_path, {'vocab_size': 50257, 'tokenizer': 'gpt2', 'dtype': 'uint16',
+                          'header_bytes': 1024, 'train': names, 'val': names[:1]})
     x, y = TokenData(tmp_path).get_batch('train', 20_000, 16, torch.Generator().manual_seed(1))
     assert torch.equal(y, x + 1)  # consecutive tokens: no window crosses a file boundary
     shard = x[:, 0] // 10_000 - 1
@@ -1744,7 +1905,8 @@ def test_get_batch_over_shards_is_uniform_and_never_crosses_a_file(tmp_path):
     assert set(shard.tolist()) == {0, 2}
     assert set(starts[shard == 0].tolist()) == set(range(50 - 16))  # every window, the last one too
     assert set(starts[shard == 2].tolist()) == set(range(200 - 16))
-    assert abs((shard == 0).float().mean().item() - 34 / (34 + 184)) < 0.015  # uniform over all windows
+    # uniform over all windows
+    assert abs((shard == 0).float().mean().item() - 34 / (34 + 184)) < 0.015
 
 
 @pytest.mark.parametrize('bad', ['magic', 'version', 'truncated', 'odd_plain_file'])
@@ -1755,15 +1917,17 @@ def test_token_data_rejects_bad_files(tmp_path, bad):
         path.write_bytes(b'\x01\x00\x02')
     else:
         write_shard(path, np.arange(100), magic=123 if bad == 'magic' else 20240520,
-                    version=2 if bad == 'version' else 1, num_tokens=200 if bad == 'truncated' else None)
+                    version=2 if bad == 'version' else 1,
+                    num_tokens=200 if bad == 'truncated' else None)
     write_meta(tmp_path, {'vocab_size': 50257, 'tokenizer': 'gpt2', 'dtype': 'uint16',
-                          'header_bytes': header_bytes, 'train': ['shard.bin'], 'val': ['shard.bin']})
+                          'header_bytes': header_bytes, 'train': ['shard.bin'],
+                          'val': ['shard.bin']})
     with pytest.raises(ValueError, match='shard.bin') as err:
         TokenData(tmp_path)
     assert_one_line(err)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # data/: downloads (from a local HTTP server only)
 
 
@@ -1774,7 +1938,7 @@ class ShardServer:
     def __init__(self):
         self.files, self.requests = {}, []
         self.honor_range = True  # False: answer a Range request with the whole file (200)
-        self.cut_after = {}      # name -> byte count: close the connection after sending that many bytes
+        self.cut_after = {}      # name -> byte count: close the connection after that many bytes
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -1821,20 +1985,24 @@ def server():
 
 def serve_shards(server, num_train_shards, num_tokens=3000):
     """FineWeb-format shards on the server; shard k holds tokens 10_000 * k + 0, 1, 2, ..."""
-    names = ['fineweb_val_000000.bin'] + [f'fineweb_train_{k:06d}.bin' for k in range(1, num_train_shards + 1)]
+    names = ['fineweb_val_000000.bin']
+    names += [f'fineweb_train_{k:06d}.bin' for k in range(1, num_train_shards + 1)]
     for k, name in enumerate(names):
         header = np.zeros(256, dtype=np.int32)
         header[:3] = 20240520, 1, num_tokens
-        server.files[name] = header.tobytes() + (10_000 * k + np.arange(num_tokens)).astype(np.uint16).tobytes()
+        tokens = (10_000 * k + np.arange(num_tokens)).astype(np.uint16)
+        server.files[name] = header.tobytes() + tokens.tobytes()
     return names
 
 
+@pytest.mark.slow
 def test_fineweb_prepare_downloads_checks_and_reads(tmp_path, server, capsys):
     names = serve_shards(server, num_train_shards=3)
     meta = fineweb.prepare(num_train_shards=2, base_url=server.url, out_folder=tmp_path)
-    assert meta == read_meta(tmp_path) and meta['header_bytes'] == 1024 and meta['vocab_size'] == 50257
-    assert meta['val'] == names[:1] and meta['train'] == names[1:3]  # train shards are numbered from 1
-    assert [name for name, _ in server.requests] == names[:3]  # the third train shard was not fetched
+    assert meta == read_meta(tmp_path)
+    assert meta['header_bytes'] == 1024 and meta['vocab_size'] == 50257
+    assert meta['val'] == names[:1] and meta['train'] == names[1:3]  # train shards count from 1
+    assert [name for name, _ in server.requests] == names[:3]  # the third train shard: not fetched
     assert all((tmp_path / name).read_bytes() == server.files[name] for name in names[:3])
     assert '\r' in capsys.readouterr().out  # the progress line
     data = TokenData(tmp_path)
@@ -1846,6 +2014,7 @@ def test_fineweb_prepare_downloads_checks_and_reads(tmp_path, server, capsys):
     assert len(server.requests) == 3  # a second run downloads nothing
 
 
+@pytest.mark.slow
 def test_download_resumes_a_cut_connection_with_a_range_request(tmp_path, server):
     names = serve_shards(server, num_train_shards=1)
     shard = tmp_path / names[1]
@@ -1862,6 +2031,7 @@ def test_download_resumes_a_cut_connection_with_a_range_request(tmp_path, server
     assert shard.read_bytes() == server.files[names[1]] and not os.path.exists(f'{shard}.part')
 
 
+@pytest.mark.slow
 def test_download_restarts_when_the_server_ignores_range(tmp_path, server):
     server.files['file.bin'] = os.urandom(5000)
     server.honor_range = False
@@ -1871,9 +2041,11 @@ def test_download_restarts_when_the_server_ignores_range(tmp_path, server):
     assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
 
 
+@pytest.mark.slow
 def test_download_finishes_a_part_file_that_is_already_whole(tmp_path, server):
     server.files['file.bin'] = os.urandom(5000)
-    (tmp_path / 'file.bin.part').write_bytes(server.files['file.bin'])  # a run stopped before renaming
+    # a run that stopped before renaming
+    (tmp_path / 'file.bin.part').write_bytes(server.files['file.bin'])
     download(f'{server.url}/file.bin', str(tmp_path / 'file.bin'))
     assert server.requests == [('file.bin', 'bytes=5000-')]
     assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
@@ -1884,6 +2056,7 @@ def test_download_finishes_a_part_file_that_is_already_whole(tmp_path, server):
     assert (tmp_path / 'file.bin').read_bytes() == server.files['file.bin']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('bad', ['truncated', 'magic', 'missing'])
 def test_fineweb_prepare_rejects_bad_shards(tmp_path, server, bad):
     names = serve_shards(server, num_train_shards=2)
@@ -1900,13 +2073,16 @@ def test_fineweb_prepare_rejects_bad_shards(tmp_path, server, bad):
     assert not os.path.exists(tmp_path / 'meta.json')
 
 
+@pytest.mark.slow
 def test_shakespeare_download_and_its_error_message(tmp_path, server, monkeypatch):
-    server.files['input.txt'] = b'First Citizen:\nBefore we proceed any further, hear me speak.\n' * 20
+    text = b'First Citizen:\nBefore we proceed any further, hear me speak.\n'
+    server.files['input.txt'] = text * 20
     monkeypatch.setattr(shakespeare_char, 'URL', f'{server.url}/input.txt')
     meta = shakespeare_char.prepare(out_folder=tmp_path / 'ok')
     assert meta['chars'] == ''.join(sorted(set(server.files['input.txt'].decode())))
     assert (tmp_path / 'ok' / 'input.txt').read_bytes() == server.files['input.txt']
-    monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')  # nothing listens there
+    # nothing listens on port 1
+    monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')
     with pytest.raises(RuntimeError, match='--input PATH') as err:
         shakespeare_char.prepare(out_folder=tmp_path / 'offline')
     assert_one_line(err)

@@ -26,10 +26,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.common import TokenData, VocabularyError, get_tokenizer
 from model import GPT, MATRICES, GPTConfig, doc
 from muon import MuonAdamW
-from runtime import (StopRequests, append_log, average_over_ranks, check_ranges,
-                     check_writable_folder, fail, gather, init_distributed, leave_distributed,
-                     load_checkpoint, parse_flags, peak_flops, pick_device, save_checkpoint,
-                     truncate_log)
+from runtime import (StopRequests, agreed_signal, append_log, average_over_ranks, check_ranges,
+                     check_writable_folder, fail, init_distributed, leave_distributed,
+                     load_checkpoint, parse_flags, peak_flops, pick_device, restore, rng_states,
+                     save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 KINDS = MATRICES + ('gains', 'multipliers')  # the kinds of GPT.params_by_kind()
@@ -408,47 +408,6 @@ def check_data(s, data, world_size):
     return vocab_size
 
 
-def load_optimizer_state(optimizer, saved):
-    """The saved optimizer state, under this run's group settings (flags given now win).
-    MuonAdamW counts steps as ints, torch's AdamW as float32 tensors, which load_state_dict puts on
-    the parameters' device when the group is fused: a checkpoint of either resumes in the other."""
-    groups = [{**now, 'params': old['params']}
-              for now, old in zip(optimizer.param_groups, saved['param_groups'])]
-    state = saved['state']
-    if isinstance(optimizer, torch.optim.AdamW):
-        state = {i: {k: torch.tensor(float(v)) if k == 'step' and isinstance(v, int) else v
-                     for k, v in param_state.items()} for i, param_state in state.items()}
-    optimizer.load_state_dict(dict(state=state, param_groups=groups))
-
-
-def restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size, rank, world_size):
-    """--resume: the model, optimizer, scaler and RNG states of out_dir/ckpt.pt; returns its iter
-    and the training time it had taken."""
-    ckpt = load_checkpoint(ckpt_path, '--resume')  # on the CPU, whatever the device
-    if ckpt['model_config']['vocab_size'] != vocab_size:
-        fail(f"--dataset {s.dataset}: vocabulary {vocab_size} differs from the checkpoint's "
-             f"{ckpt['model_config']['vocab_size']}")
-    if ckpt.get('world_size', 1) != world_size:
-        fail(f"--resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
-             f"not {world_size}")
-    model.load_state_dict(ckpt['model'])  # copied onto the model's device
-    load_optimizer_state(optimizer, ckpt['optimizer'])
-    scaler.load_state_dict(ckpt['scaler'])
-    torch.set_rng_state(ckpt['rng']['torch'][rank])
-    batches.set_state(ckpt['rng']['batches'])
-    if 'cuda' in ckpt['rng'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(ckpt['rng']['cuda'][rank])
-    return ckpt['iter'], ckpt['elapsed']
-
-
-def rng_states(batches, device, world_size):
-    """Every RNG a resumed run must continue: each rank's torch (and CUDA) state, the batches'."""
-    rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
-    if device.type == 'cuda':
-        rng['cuda'] = gather(torch.cuda.get_rng_state(), world_size)
-    return rng
-
-
 def stop(it, what, last_saved, ckpt_path):
     """A non-finite loss or weights: one line, exit code 1, and the last good checkpoint kept."""
     kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
@@ -456,17 +415,6 @@ def stop(it, what, last_saved, ckpt_path):
     print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
     leave_distributed()
     sys.exit(1)
-
-
-def agreed_signal(requests, world_size, device):
-    """The stop signal's number if any rank received one (0 if none): signals reach the ranks at
-    different steps, so under torchrun they agree here, every step, to stop at the same one."""
-    signum = requests.signal or 0
-    if world_size > 1:
-        signum = torch.tensor(int(signum), device=device)
-        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-        signum = int(signum.item())
-    return signum
 
 
 def log_step(it, loss, norms, dt, speed, s, world_size, last_saved, ckpt_path, master):

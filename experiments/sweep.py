@@ -1,8 +1,8 @@
 """
 Run train.py over a grid of flag values x seeds, one run after another, and tabulate the results.
 
-    python experiments/sweep.py --out_dir experiments/my_study --grid optimizer=adamw,muon --grid row_mult=0,1 \
-        --seeds 3 -- --device cpu --max_iters 2000 --sample_tokens 0
+    python experiments/sweep.py --out_dir experiments/my_study --grid optimizer=adamw,muon \
+        --grid row_mult=0,1 --seeds 3 -- --device cpu --max_iters 2000 --sample_tokens 0
 
 Each --grid name=v1,v2,... is one axis; the sweep runs every combination of the axes, each with
 --seeds seeds (--seed, --seed+1, ...). Flags that must change together share one axis, joined
@@ -13,7 +13,7 @@ the sweep skips it, and a run that was cut off continues from its checkpoint (tr
 out_dir/results.json holds one record per run (final and best val loss, time, the final RMS of each
 W~ and multiplier stats); out_dir/results.md the mean and spread over seeds of each grid point (of
 every sweep run into out_dir, so several grids can share one table).
-To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python sweep.py ...
+To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python experiments/sweep.py
 """
 import argparse
 import fcntl
