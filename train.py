@@ -179,6 +179,26 @@ def load_data(s):
         fail(f'--dataset {s.dataset}: {err}')
 
 
+def check_data(s, data, world_size):
+    """The vocabulary the model needs; one line, exit 2, where the data cannot feed the batches."""
+    vocab_size = s.vocab_size or data.vocab_size
+    if vocab_size < data.vocab_size:
+        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
+    try:  # token ids beyond the vocabulary: every val file now, each train file when first read
+        for i in range(len(data.files['val'])):
+            data.check_vocabulary('val', i)
+        for split in ('train', 'val'):  # each split needs a window of block_size + 1 tokens
+            data.get_batch(split, 1, s.block_size, torch.Generator())
+    except VocabularyError as err:
+        fail(f'--dataset {s.dataset}: {err}')
+    except ValueError as err:
+        fail(f'--block_size {s.block_size}: {err}')
+    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
+        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
+             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
+    return vocab_size
+
+
 # -------------------------------------------------------------------------------------------------
 # the model, and how each kind of parameter is trained
 
@@ -386,26 +406,6 @@ def activation_rms(model, data, s, device, autocast):
 
 # -------------------------------------------------------------------------------------------------
 # the run
-
-
-def check_data(s, data, world_size):
-    """The vocabulary the model needs; one line, exit 2, where the data cannot feed the batches."""
-    vocab_size = s.vocab_size or data.vocab_size
-    if vocab_size < data.vocab_size:
-        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    try:  # token ids beyond the vocabulary: every val file now, each train file when first read
-        for i in range(len(data.files['val'])):
-            data.check_vocabulary('val', i)
-        for split in ('train', 'val'):  # each split needs a window of block_size + 1 tokens
-            data.get_batch(split, 1, s.block_size, torch.Generator())
-    except VocabularyError as err:
-        fail(f'--dataset {s.dataset}: {err}')
-    except ValueError as err:
-        fail(f'--block_size {s.block_size}: {err}')
-    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
-        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
-             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
-    return vocab_size
 
 
 def stop(it, what, last_saved, ckpt_path):
