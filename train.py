@@ -2,13 +2,14 @@
 Train a nanoLRM GPT. Every flag is a field of `Settings` below; `python train.py --help` lists them.
 
     python train.py                                         # the plain baseline on tiny-shakespeare
-    python train.py --scalar_mult --row_mult --col_mult     # + learnable multipliers (paper sec. 2)
+    python train.py --row_mult --col_mult                   # + the paper's learnable multipliers
     python train.py --optimizer muon --row_mult --col_mult  # Muon for hidden matrices, else AdamW
 
 The file reads in the order of a run: the settings, the data, the model and how each kind of
 parameter is trained, the LR schedule, one training step, then the loop: sample a batch, forward
 under autocast, backward, clip (multipliers excluded), step, schedule, log; every --eval_interval:
-estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt.
+estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt. Ctrl-C or SIGTERM:
+the step finishes, a checkpoint is saved, and --resume continues exactly.
 """
 import contextlib
 import importlib

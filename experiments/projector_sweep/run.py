@@ -23,7 +23,7 @@ MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '
 RUN = ['--max_iters', '1000', '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac', '0.167',
        '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--matrix_lr', '2e-3', '--matrix_wd', '6',
        '--eval_interval', '100', '--eval_iters', '10', '--log_interval', '100']
-S_FACTORS = (1 / 16, 1 / 4, 1, 4, 16)  # S of the head relative to the rest: lr x k, wd / k
+S_FACTORS = (1 / 16, 1 / 4, 1, 4, 16, 64)  # S of the head relative to the rest: lr x k, wd / k
 GAINS = ('fixed', 'scalar', 'vector')
 # the gains learn at 10 x 2e-3: 0.02 x 1000 steps = 20, room to undo a factor 16 in S
 GAIN_LR_FACTOR = 10
