@@ -33,6 +33,8 @@ RUN = ['--max_iters', '3000', '--schedule', 'wsd', '--warmup_iters', '100', '--d
        '--row_mult', '--col_mult', '--mult_lr', '1e-2']
 POINTS = [dict(dtype=dtype, mult_wd=wd)
           for dtype in ('float32', 'bfloat16') for wd in ('0', '2e-3')]
+# 2e-3 x lr 1e-2 x 2660 full-LR steps = 0.05: too weak to act within this run; 0.1 gives 2.7
+POINTS.append(dict(dtype='float32', mult_wd='0.1'))
 WATCHED = ('attn.qk_ratio_min', 'attn.qk_ratio_max', 'attn.o.effective_rms',
            'mlp.down.effective_rms', 'output_rms')
 
