@@ -180,6 +180,22 @@ def leave_distributed():
         dist.destroy_process_group()
 
 
+def run_script(main):
+    """Run a script's main(). Under torchrun the process then ends with os._exit, its exit code
+    kept: at interpreter exit a thread of torch.distributed's C++ side is sometimes still joinable
+    and aborts a process whose work is done ('terminate called without an active exception')."""
+    if 'RANK' not in os.environ:
+        return main()
+    try:
+        main()
+        code = 0
+    except SystemExit as err:  # fail() and the stops: their code
+        code = err.code if isinstance(err.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def gather(tensor, world_size):
     """[rank 0's tensor, rank 1's, ...] on every rank: each rank's RNG state, for the checkpoint."""
     if world_size == 1:

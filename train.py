@@ -30,7 +30,7 @@ from muon import MuonAdamW
 from runtime import (StopRequests, agreed_signal, append_log, average_over_ranks, check_ranges,
                      check_writable_folder, fail, init_distributed, leave_distributed,
                      load_checkpoint, parse_flags, peak_flops, pick_device, restore, rng_states,
-                     save_checkpoint, truncate_log)
+                     run_script, save_checkpoint, truncate_log)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 KINDS = MATRICES + ('gains', 'multipliers')  # the kinds of GPT.params_by_kind()
@@ -554,6 +554,7 @@ def train(s):
         print(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
     if s.sample_tokens > 0 and master:
         print_sample(model, data, s, device)
+    del step_model  # DDP's reducer holds gloo work: it must go while the process group lives
     leave_distributed()
     return losses
 
@@ -575,4 +576,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_script(main)
