@@ -283,6 +283,21 @@ def test_peak_flops_tells_the_h100_pcie_and_nvl_from_the_sxm(name, peak, monkeyp
     assert runtime.peak_flops(torch.device('cuda', 0)) == peak
 
 
+@pytest.mark.parametrize('code', [0, 1, 143])
+def test_a_torchrun_process_ends_with_its_exit_code_and_skips_the_teardown(code, monkeypatch):
+    # under torchrun a C++ thread of torch.distributed can abort the process at interpreter exit
+    exits = []
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setattr(runtime.os, '_exit', exits.append)
+
+    def main():
+        if code:
+            sys.exit(code)
+
+    runtime.run_script(main)
+    assert exits == [code]
+
+
 def test_each_gpu_process_picks_its_device_before_joining_the_process_group(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
