@@ -38,6 +38,7 @@ import re
 import runpy
 import signal
 import string
+import shutil
 import subprocess
 import sys
 import threading
@@ -1029,6 +1030,25 @@ def test_an_out_dir_that_cannot_be_written_fails_in_one_line(char_data, tmp_path
     out_dir = tmp_path / 'file' if where == 'file' else tmp_path / 'file' / 'run'
     assert_exits_2_in_one_line(lambda: run(char_data, out_dir, '--max_iters', '1'), capsys,
                                '--out_dir')
+
+
+def test_an_out_dir_that_is_not_writable_fails_in_one_line(char_data, tmp_path):
+    """Root writes anywhere, so as root train.py runs without the capability that lets it."""
+    locked = tmp_path / 'locked'
+    locked.mkdir(mode=0o555)
+    as_a_user = []
+    if os.geteuid() == 0:
+        if not shutil.which('setpriv'):
+            pytest.skip('running as root and setpriv (util-linux) is missing')
+        as_a_user = ['setpriv', '--bounding-set=-dac_override,-dac_read_search']
+    tiny_run = ['--dataset', char_data, '--out_dir', str(locked), '--device', 'cpu',
+                '--max_iters', '1', '--n_layer', '1', '--n_head', '2', '--n_embd', '32',
+                '--block_size', '16', '--eval_iters', '1', '--sample_tokens', '0']
+    done = subprocess.run(as_a_user + [sys.executable, os.path.join(REPO, 'train.py'), *tiny_run],
+                          capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and '\n' not in err, err
+    assert f'--out_dir {locked} is not writable' in err, err
 
 
 @pytest.mark.parametrize('bad_file', ['val', 'second_train'])
