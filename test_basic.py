@@ -36,9 +36,9 @@ import math
 import os
 import re
 import runpy
+import shutil
 import signal
 import string
-import shutil
 import subprocess
 import sys
 import threading
