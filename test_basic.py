@@ -1169,21 +1169,31 @@ def test_ddp_on_two_processes_equals_one_process_with_twice_the_batch(char_data,
     assert one[-1]['tokens'] == two[-1]['tokens'] == 10 * 4 * 2 * 16 * 2
 
 
-def agreement_worker(rank, world, rendezvous, out_dir):
-    torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
-                                         world_size=world)
-    try:  # only rank 1 was sent SIGTERM
-        requests = types.SimpleNamespace(signal=signal.SIGTERM if rank == 1 else None)
-        (out_dir / f'rank{rank}').write_text(
-            str(runtime.agreed_signal(requests, world, torch.device('cpu'))))
-    finally:
-        torch.distributed.destroy_process_group()
+def two_gloo_processes(worker, out_dir):
+    """worker(rank, world_size, out_dir) in 2 spawned processes joined by a gloo process group."""
+    torch.multiprocessing.spawn(gloo_process, args=(worker, 2, out_dir), nprocs=2, join=True)
+
+
+def gloo_process(rank, worker, world, out_dir):
+    one_minute = torch.distributed.constants.default_pg_timeout / 30
+    torch.distributed.init_process_group('gloo', init_method=f"file://{out_dir / 'rendezvous'}",
+                                         rank=rank, world_size=world, timeout=one_minute)
+    worker(rank, world, out_dir)
+    runtime.leave_distributed()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as runtime.run_script does: no abort at interpreter exit once the work is done
+
+
+def agreement_worker(rank, world, out_dir):
+    requests = types.SimpleNamespace(signal=signal.SIGTERM if rank == 1 else None)  # rank 1 only
+    (out_dir / f'rank{rank}').write_text(
+        str(runtime.agreed_signal(requests, world, torch.device('cpu'))))
 
 
 @pytest.mark.slow
 def test_every_rank_stops_at_the_step_one_rank_was_signalled_at(tmp_path):
-    torch.multiprocessing.spawn(agreement_worker, args=(2, tmp_path / 'rendezvous', tmp_path),
-                                nprocs=2, join=True)
+    two_gloo_processes(agreement_worker, tmp_path)
     assert [(tmp_path / f'rank{r}').read_text() for r in range(2)] == ['15', '15']
 
 
@@ -1517,10 +1527,7 @@ def test_clear_errors():
 SHARD_SHAPES = [(32, 48)] * 3 + [(48, 16), (8,)]
 
 
-def sharded_worker(rank, world, rendezvous, out_dir):
-    one_minute = torch.distributed.constants.default_pg_timeout / 30
-    torch.distributed.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
-                                         world_size=world, timeout=one_minute)
+def sharded_worker(rank, world, out_dir):
     real_all_gather = torch.distributed.all_gather
 
     def all_gather_contiguous_only(tensors, tensor, **kwargs):  # NCCL's rule (gloo copies)
@@ -1528,15 +1535,12 @@ def sharded_worker(rank, world, rendezvous, out_dir):
         return real_all_gather(tensors, tensor, **kwargs)
 
     torch.distributed.all_gather = all_gather_contiguous_only
-    try:
-        start, grads = params_and_grads(SHARD_SHAPES, steps=3)
-        params = [torch.nn.Parameter(p.clone()) for p in start]
-        optimizer = mixed_optimizer(params[:4], params[4:])
-        step_through(optimizer, params, grads)
-        result = {'params': [p.detach() for p in params], 'state': optimizer.state_dict()}
-        torch.save(result, out_dir / f'rank{rank}.pt')
-    finally:
-        torch.distributed.destroy_process_group()
+    start, grads = params_and_grads(SHARD_SHAPES, steps=3)
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    optimizer = mixed_optimizer(params[:4], params[4:])
+    step_through(optimizer, params, grads)
+    result = {'params': [p.detach() for p in params], 'state': optimizer.state_dict()}
+    torch.save(result, out_dir / f'rank{rank}.pt')
 
 
 def test_what_muon_hands_to_all_gather_is_contiguous(monkeypatch):
@@ -1554,8 +1558,7 @@ def test_what_muon_hands_to_all_gather_is_contiguous(monkeypatch):
 
 @pytest.mark.slow
 def test_sharded_two_processes_equal_one_process(tmp_path):
-    torch.multiprocessing.spawn(sharded_worker, args=(2, tmp_path / 'rendezvous', tmp_path),
-                                nprocs=2, join=True)
+    two_gloo_processes(sharded_worker, tmp_path)
     start, grads = params_and_grads(SHARD_SHAPES, steps=3)
     single = [torch.nn.Parameter(p.clone()) for p in start]
     optimizer = mixed_optimizer(single[:4], single[4:])
