@@ -141,8 +141,11 @@ def pick_device(device='auto', dtype='auto'):
     """The device, the autocast dtype's name and the autocast context.
 
     auto: CUDA, else Apple's MPS, else the CPU; bfloat16 on CUDA (float16 where bf16 is missing),
-    float32 elsewhere.
+    float32 elsewhere. Every global numerics setting is made here, so that every script (train,
+    sample, bench) computes alike and torch.compile's cache, keyed on them, serves them all.
     """
+    # float32 matrix products in TF32 on Ampere and later (autocast covers the rest)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if device == 'auto':
         device = ('cuda' if torch.cuda.is_available()
                   else 'mps' if torch.backends.mps.is_available() else 'cpu')

@@ -444,7 +444,6 @@ def train(s):
     device, dtype, autocast = pick_device(device_name, s.dtype)
     check_writable_folder(s.out_dir, '--out_dir')
     torch.manual_seed(s.seed + rank)  # rank 0 = one process; DDP copies rank 0's weights
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = load_data(s)
     vocab_size = check_data(s, data, world_size)
     tokens_per_iter = s.batch_size * s.block_size * s.grad_accum * world_size
@@ -532,6 +531,8 @@ def train(s):
                                      autocast, weights_built_once, world_size)
             timed_iters += 1
             if (it + 1) % s.log_interval == 0:
+                if device.type == 'cuda':  # the steps timed are queued: wait until they are done
+                    torch.cuda.synchronize(device)
                 dt = (time.time() - timer) / timed_iters
                 speed = f'{tokens_per_iter / dt:,.0f} tokens/s' + \
                     (f', MFU {flops_per_iter / dt / peak:.1%}' if peak else '')
