@@ -51,7 +51,17 @@ PLACEMENTS = {
     # up vs down). The LM head is left unchanged (App. C.1): a head scalar times the final norm
     # gain is such a product.
     'symmetry_free': dict(embed=ANY, q=('scalar', 'row'), o=ANY, gate=('scalar', 'row'), down=ANY),
+    # ablations of `all`: row multipliers on the LM head too (Sec. 4.4 says they hurt), and no
+    # multipliers on the token embedding (App. C.1)
+    'head_rows': dict(embed=ANY, q=ANY, k=ANY, v=ANY, o=ANY,
+                      gate=ANY, up=ANY, down=ANY, head=('scalar', 'row')),
+    'no_embed': dict(q=ANY, k=ANY, v=ANY, o=ANY, gate=ANY, up=ANY, down=ANY, head=('scalar',)),
 }
+for _name, _placement in PLACEMENTS.items():  # a misspelled matrix or kind fails at import
+    for _matrix, _kinds in _placement.items():
+        if _matrix not in MATRICES or not set(_kinds) <= set(ANY):
+            raise ValueError(f'PLACEMENTS[{_name!r}]: {_matrix}={_kinds}: matrices are '
+                             f'{", ".join(MATRICES)}; kinds are {", ".join(ANY)}')
 
 
 @dataclass
@@ -77,6 +87,9 @@ class GPTConfig:
                          folds=True)
     mult_placement: str = doc('all', 'which matrices get multipliers (see PLACEMENTS)',
                               tuple(PLACEMENTS))
+    log_mult: bool = doc(False, 'each learnable multiplier as m = exp(rho), rho the parameter '
+                                '(breaks paper rule 3, for the ablation): --mult_wd then pulls m '
+                                'to 1, not 0, and --mult_lr steps in log space', folds=True)
     # the final RMSNorm gain is the LM head's column scale (paper Sec. 3, the projector sweep)
     final_gain: str = doc('vector', 'the final RMSNorm gain: a learnable vector, one learnable '
                                     'scalar, or fixed to 1', ('vector', 'scalar', 'fixed'),
@@ -101,36 +114,55 @@ class MLinear(nn.Module):
     Row and column multipliers start at 1, so at init the layer computes exactly s0 * W~ x.
     """
 
-    def __init__(self, d_in, d_out, kinds=(), fixed_mult=1.0, std=0.02):
+    def __init__(self, d_in, d_out, kinds=(), fixed_mult=1.0, std=0.02, log_scale=False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(d_out, d_in) * std)  # W~, weight-decayed
+        # log_scale (paper rule 3 says no; --log_mult): each parameter holds rho = log m
+        start = torch.log if log_scale else (lambda m: m)
         s0 = torch.tensor(float(fixed_mult))
-        self.scalar_mult = nn.Parameter(s0) if 'scalar' in kinds else None
-        self.row_mult = nn.Parameter(torch.ones(d_out)) if 'row' in kinds else None
-        self.col_mult = nn.Parameter(torch.ones(d_in)) if 'col' in kinds else None
-        self.fixed_mult = float(fixed_mult)
+        self.scalar_mult = nn.Parameter(start(s0)) if 'scalar' in kinds else None
+        self.row_mult = nn.Parameter(start(torch.ones(d_out))) if 'row' in kinds else None
+        self.col_mult = nn.Parameter(start(torch.ones(d_in))) if 'col' in kinds else None
+        self.fixed_mult, self.log_scale = float(fixed_mult), log_scale
         self.built_weight = None  # W built once for several passes, by GPT.weights_built_once()
+
+    def multiplier(self, kind):
+        """The value of multiplier `kind` ('scalar', 'row' or 'col'), None where the layer has none:
+        the one place that reads a multiplier's parameter (a new parametrization changes only this
+        and __init__)."""
+        param = getattr(self, f'{kind}_mult')
+        return param.exp() if self.log_scale and param is not None else param  # m = exp(rho)
+
+    def effective_weight(self):
+        """W_ij = s * r_i * W~_ij * c_j (paper sec. 2), built on the weight side: O(d_in * d_out)
+        work, independent of the tokens. Autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij,
+        dL/dc_j = sum_i s r_i W~_ij G_ij and dL/ds = sum_ij r_i W~_ij c_j G_ij: the paper's."""
+        return self.scaled(self.weight, self.multiplier('col'))
+
+    def forward(self, x):
+        return F.linear(x, self.matrix())  # y = W x
 
     def out_scale(self):
         """s * r_i for each output i, (d_out, 1), or the scalar s; None when it is 1."""
-        if self.row_mult is None and self.scalar_mult is None and self.fixed_mult == 1.0:
+        s, r = self.multiplier('scalar'), self.multiplier('row')
+        if r is None and s is None and self.fixed_mult == 1.0:
             return None
-        s = self.fixed_mult if self.scalar_mult is None else self.scalar_mult
-        return s if self.row_mult is None else s * self.row_mult[:, None]  # before the matrix op
+        s = self.fixed_mult if s is None else s
+        return s if r is None else s * r[:, None]  # before the matrix op
 
-    def effective_weight(self, columns=None):
-        """W = s r W~ c; or, given token ids `columns` (any shape), only those columns of W, each
-        a (d_out, 1) matrix: O(tokens * d_out) work, for the embedding's lookup."""
-        w, col_mult = self.weight, self.col_mult
-        if columns is not None:
-            w = F.embedding(columns, w.t()).unsqueeze(-1)  # W~[:, j] of each id j: (..., d_out, 1)
-            col_mult = None if col_mult is None else col_mult[columns, None, None]  # (..., 1, 1)
-        # W_ij = s * r_i * W~_ij * c_j  (paper sec. 2): O(d_in*d_out) work, independent of tokens;
-        # autograd then gives dL/dr_i = sum_j s W~_ij c_j G_ij etc., exactly the paper's gradients
+    def scaled(self, w, col_mult):
+        """s r w c for w = W~ or some of its columns (c: their column multipliers)."""
         if col_mult is not None:
             w = w * col_mult
         out_scale = self.out_scale()
         return w if out_scale is None else out_scale * w
+
+    def multipliers(self):
+        """The multipliers' parameters by name ('scalar_mult', 'row_mult', 'col_mult')."""
+        names = ('scalar_mult', 'row_mult', 'col_mult')
+        return {n: p for n in names if (p := getattr(self, n)) is not None}
+
+    # ---- speed only, the same result ------------------------------------------------------------
 
     def matrix(self):
         """W for this forward pass: the one built for the whole optimizer step, else built now."""
@@ -138,18 +170,33 @@ class MLinear(nn.Module):
 
     def columns(self, idx):
         """Columns idx of W, as rows (..., d_out): the token embedding's lookup, W @ one_hot(j).
-        Speed only, the same result: with fewer tokens than columns (d_in = vocabulary size), only
-        the tokens' columns are built, not all of W."""
+        With fewer tokens than columns (d_in = vocabulary size), only the tokens' columns are
+        built, not all of W: O(tokens * d_out) work."""
         if self.built_weight is not None or idx.numel() >= self.weight.size(1):
             return F.embedding(idx, self.matrix().t())
-        return self.effective_weight(columns=idx).squeeze(-1)
+        w = F.embedding(idx, self.weight.t()).unsqueeze(-1)  # W~[:, j] of each id j: (..., d_out, 1)
+        col_mult = self.multiplier('col')
+        col_mult = None if col_mult is None else col_mult[idx, None, None]  # (..., 1, 1)
+        return self.scaled(w, col_mult).squeeze(-1)
 
-    def forward(self, x):
-        return F.linear(x, self.matrix())
 
-    def multipliers(self):
-        names = ('scalar_mult', 'row_mult', 'col_mult')
-        return {n: p for n in names if (p := getattr(self, n)) is not None}
+# The fixed (muP-style) multiplier of each matrix that has one, by the GPTConfig field holding it.
+# Attention logits are linear in W_Q, so their multiplier sits on Q (RoPE is linear too).
+FIXED_MULTS = dict(embed='embed_mult', q='attn_logit_mult', o='attn_out_mult', down='mlp_out_mult',
+                   head='logit_mult')
+
+
+def matrix_layer(name, d_in, d_out, config):
+    """Every matrix layer of the GPT is built here, by its name in MATRICES: the one place for a
+    layer-wide option. It carries the multiplier kinds that are both switched on by a flag and
+    placed on it by PLACEMENTS, and starts its scalar at its fixed multiplier (FIXED_MULTS)."""
+    switched_on = [kind for kind in ANY if getattr(config, f'{kind}_mult')]
+    placed = PLACEMENTS[config.mult_placement].get(name, ())
+    kinds = tuple(kind for kind in placed if kind in switched_on)
+    fixed_mult = getattr(config, FIXED_MULTS[name]) if name in FIXED_MULTS else 1.0
+    # the residual branches' output matrices start smaller, as in GPT-2: std / sqrt(2 n_layer)
+    std = 0.02 / math.sqrt(2 * config.n_layer) if name in ('o', 'down') else 0.02
+    return MLinear(d_in, d_out, kinds, fixed_mult, std, log_scale=config.log_mult)
 
 
 class RMSNorm(nn.Module):
@@ -182,15 +229,12 @@ def apply_rotary(x, cos, sin):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config, place):
+    def __init__(self, config):
         super().__init__()
-        d, residual_std = config.n_embd, 0.02 / math.sqrt(2 * config.n_layer)
+        d = config.n_embd
         self.n_head, self.dropout = config.n_head, config.dropout
-        # attention logits are linear in W_Q, so the logit multiplier sits on Q (RoPE is linear too)
-        self.q = MLinear(d, d, place['q'], config.attn_logit_mult)
-        self.k = MLinear(d, d, place['k'])
-        self.v = MLinear(d, d, place['v'])
-        self.o = MLinear(d, d, place['o'], config.attn_out_mult, std=residual_std)
+        self.q, self.k = matrix_layer('q', d, d, config), matrix_layer('k', d, d, config)
+        self.v, self.o = matrix_layer('v', d, d, config), matrix_layer('o', d, d, config)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cos, sin):
@@ -207,31 +251,73 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.o(y))
 
 
+class GatedActivation(nn.Module):
+    """SiLU(gate) * up: the MLP's hidden activation, a module of its own so that it can be logged."""
+
+    def forward(self, gate, up):
+        return F.silu(gate) * up
+
+
 class MLP(nn.Module):
     """Gated MLP: W_down (SiLU(W_gate x) * W_up x)."""
 
-    def __init__(self, config, place):
+    def __init__(self, config):
         super().__init__()
         d, hidden = config.n_embd, config.mlp_hidden or 64 * math.ceil(8 * config.n_embd / 3 / 64)
-        self.gate = MLinear(d, hidden, place['gate'])
-        self.up = MLinear(d, hidden, place['up'])
-        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
-        self.down = MLinear(hidden, d, place['down'], config.mlp_out_mult, std=residual_std)
+        self.gate = matrix_layer('gate', d, hidden, config)
+        self.up = matrix_layer('up', d, hidden, config)
+        self.act = GatedActivation()
+        self.down = matrix_layer('down', hidden, d, config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+        return self.dropout(self.down(self.act(self.gate(x), self.up(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, config, place):
+    def __init__(self, config):
         super().__init__()
-        self.norm_attn, self.attn = RMSNorm(config.n_embd), CausalSelfAttention(config, place)
-        self.norm_mlp, self.mlp = RMSNorm(config.n_embd), MLP(config, place)
+        self.norm_attn, self.attn = RMSNorm(config.n_embd), CausalSelfAttention(config)
+        self.norm_mlp, self.mlp = RMSNorm(config.n_embd), MLP(config)
 
     def forward(self, x, cos, sin):
         x = x + self.attn(self.norm_attn(x), cos, sin)
         return x + self.mlp(self.norm_mlp(x))
+
+
+# The activations logged at every evaluation, as their RMS on the first evaluation batch:
+# (name in log.jsonl, the module, its 'input' or 'output'); {i} stands for every block.
+# A new logged activation is one more line.
+ACTIVATIONS = [
+    ('blocks.{i}.output_rms', 'blocks.{i}', 'output'),  # the residual stream
+    ('blocks.{i}.attn.output_rms', 'blocks.{i}.attn', 'output'),  # the attention branch (Fig. 4b)
+    ('blocks.{i}.mlp.output_rms', 'blocks.{i}.mlp', 'output'),  # the MLP branch (Figs. 4b, 8)
+    ('blocks.{i}.mlp.hidden_rms', 'blocks.{i}.mlp.act', 'output'),  # SiLU(W_gate x) * W_up x
+    ('logits_rms', 'head', 'output'),
+]
+
+
+def rms(x):
+    return x.float().pow(2).mean().sqrt().item()
+
+
+def qk_drift(attn, prefix):
+    """The symmetry drift of a layer's Q and K scales (paper Sec. 4.1, Fig. 4a). Only the product
+    (s r)_Q,i (s r)_K,i of row i's scales reaches the logits, so their ratio is free to drift.
+    Per layer: the ratio's min and max, and the median and interquartile range over the rows of
+    log10 |ratio| and log10 |product| (robust to the few dead rows that dominate min and max)."""
+    q_scale, k_scale = attn.q.out_scale(), attn.k.out_scale()
+    if not (isinstance(q_scale, torch.Tensor) and isinstance(k_scale, torch.Tensor)):
+        return {}
+    q_scale, k_scale = q_scale.float().flatten(), k_scale.float().flatten()
+    ratio = (q_scale / k_scale).abs()
+    stats = {f'{prefix}.qk_ratio_min': ratio.min().item(),
+             f'{prefix}.qk_ratio_max': ratio.max().item()}
+    for name, x in (('ratio', ratio), ('product', (q_scale * k_scale).abs())):
+        q1, median, q3 = torch.quantile(x.log10(), x.new_tensor([0.25, 0.5, 0.75])).tolist()
+        stats[f'{prefix}.qk_log_{name}_median'] = median
+        stats[f'{prefix}.qk_log_{name}_iqr'] = q3 - q1
+    return stats
 
 
 class GPT(nn.Module):
@@ -240,16 +326,13 @@ class GPT(nn.Module):
         assert config.vocab_size > 0 and config.n_embd % config.n_head == 0
         assert config.mult_placement in PLACEMENTS
         self.config = config
-        enabled = {k for k in ANY if getattr(config, f'{k}_mult')}
-        allowed = PLACEMENTS[config.mult_placement]
-        place = {m: tuple(k for k in allowed.get(m, ()) if k in enabled) for m in MATRICES}
         # the token embedding is the linear map W @ one_hot(token), W of shape (n_embd, vocab):
         # its row multipliers scale embedding dimensions, its column multipliers scale tokens
-        self.embed = MLinear(config.vocab_size, config.n_embd, place['embed'], config.embed_mult)
+        self.embed = matrix_layer('embed', config.vocab_size, config.n_embd, config)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, place) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_out = RMSNorm(config.n_embd, config.final_gain)
-        self.head = MLinear(config.n_embd, config.vocab_size, place['head'], config.logit_mult)
+        self.head = matrix_layer('head', config.n_embd, config.vocab_size, config)
         head_size = config.n_embd // config.n_head
         cos, sin = rotary_tables(config.block_size, head_size, config.rope_base)
         self.register_buffer('rope_cos', cos, persistent=False)
@@ -312,44 +395,46 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def observables(self):
-        """What the paper plots, {name: float}: RMS of each W~, mean/min/max of each multiplier."""
+        """What the paper plots of the weights, {name: float}: the RMS of each W~ (and of W where
+        it has multipliers), each multiplier's mean/min/max, the Q/K symmetry drift, the final
+        gain. (The activations' are in ACTIVATIONS, below.)"""
         stats = {}
         for name, m in self.matrix_layers().items():
-            # ||W~|| ~ sqrt(lr/wd)
-            stats[f'{name}.weight_rms'] = m.weight.float().pow(2).mean().sqrt().item()
+            stats[f'{name}.weight_rms'] = rms(m.weight)  # ||W~|| ~ sqrt(lr/wd)
             if m.multipliers():  # the RMS of W = s r W~ c: the scale the multipliers learned
-                w = m.effective_weight().float()
-                stats[f'{name}.effective_rms'] = w.pow(2).mean().sqrt().item()
-            for kind, p in m.multipliers().items():
-                for f in ('mean', 'min', 'max'):
-                    stats[f'{name}.{kind}_{f}'] = getattr(p.float(), f)().item()
+                stats[f'{name}.effective_rms'] = rms(m.effective_weight())
+            for kind in ('scalar', 'row', 'col'):
+                value = m.multiplier(kind)
+                for f in ('mean', 'min', 'max') if value is not None else ():
+                    stats[f'{name}.{kind}_mult_{f}'] = getattr(value.float(), f)().item()
         for i, block in enumerate(self.blocks):
-            q_scale, k_scale = block.attn.q.out_scale(), block.attn.k.out_scale()
-            if isinstance(q_scale, torch.Tensor) and isinstance(k_scale, torch.Tensor):
-                # only (s r)_Q (s r)_K reaches the logits: their ratio may drift (Sec. 4.1)
-                ratio = (q_scale / k_scale).abs().float()
-                stats[f'blocks.{i}.attn.qk_ratio_min'] = ratio.min().item()
-                stats[f'blocks.{i}.attn.qk_ratio_max'] = ratio.max().item()
+            stats |= qk_drift(block.attn, f'blocks.{i}.attn')
         if self.norm_out.weight is not None:
             stats['norm_out.gain_mean'] = self.norm_out.weight.float().mean().item()
         return stats
 
     @torch.no_grad()
     def activation_rms(self, idx):
-        """{name: RMS} of each block's output (the residual stream) and of the logits, on ids idx:
-        the scales the paper watches grow when multipliers drift (Figs. 1 and 4)."""
-        stats = {}
+        """{name: RMS} of each activation in ACTIVATIONS, on ids idx (a forward pass in eval mode
+        with targets, so the logits of every position): the scales the paper watches (Figs. 1, 4
+        and 8)."""
+        stats, hooks, training = {}, [], self.training
 
-        def record(name):
-            return lambda module, inputs, output: stats.update(
-                {name: output.float().pow(2).mean().sqrt().item()})
+        def record(name, where):
+            def hook(module, inputs, output):
+                x = inputs[0] if where == 'input' else output
+                stats[name] = rms(x)
+            return hook
 
-        modules = {f'blocks.{i}.output_rms': b for i, b in enumerate(self.blocks)}
-        hooks = [m.register_forward_hook(record(name)) for name, m in modules.items()]
-        hooks.append(self.head.register_forward_hook(record('logits_rms')))
+        for name, module, where in ACTIVATIONS:
+            for i in range(self.config.n_layer) if '{i}' in name else [None]:
+                target = self.get_submodule(module.format(i=i))
+                hooks.append(target.register_forward_hook(record(name.format(i=i), where)))
         try:
-            self(idx, idx)  # with targets: the logits of every position
+            self.eval()
+            self(idx, idx)
         finally:
+            self.train(training)
             for hook in hooks:
                 hook.remove()
         return stats

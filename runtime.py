@@ -229,22 +229,17 @@ def peak_flops(device):
 
 
 # -------------------------------------------------------------------------------------------------
-# checkpoints: {model, model_config, settings, meta, iter} and, from train.py, the training state
-# (optimizer, scaler, elapsed, rng) that --resume needs
+# checkpoints: a dict {model, model_config, settings, meta, iter, ...}; train.py writes its own, with
+# the training state (optimizer, scaler, elapsed, rng, world_size) that --resume needs
 
 
-def save_checkpoint(path, model, settings, meta, iter, **training_state):
-    """Write the checkpoint atomically: into a temporary file beside it, then renamed over it.
-
-    A crash mid-write leaves the previous checkpoint whole. settings: a dataclass or a dict.
-    """
-    ckpt = dict(model=model.state_dict(), model_config=asdict(model.config), iter=iter, meta=meta,
-                settings=settings if isinstance(settings, dict) else asdict(settings),
-                **training_state)
+def save_atomically(checkpoint, path):
+    """Write the checkpoint dict into a temporary file beside path, then rename it over path: a
+    crash mid-write leaves the previous checkpoint whole. A failed write ends in one line, exit 1."""
     temporary = f'{path}.tmp'
     try:
         with open(temporary, 'wb') as f:
-            torch.save(ckpt, f)
+            torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -257,6 +252,14 @@ def save_checkpoint(path, model, settings, meta, iter, **training_state):
         print(f'{PROG}: could not save {path}: {reason}; the previous checkpoint is untouched',
               file=sys.stderr)
         sys.exit(1)
+
+
+def save_checkpoint(path, model, settings, meta, iter):
+    """A model-only checkpoint (no training state), e.g. a folded model; settings: a dataclass or a
+    dict."""
+    settings = settings if isinstance(settings, dict) else asdict(settings)
+    save_atomically(dict(model=model.state_dict(), model_config=asdict(model.config),
+                         settings=settings, meta=meta, iter=iter), path)
 
 
 def load_checkpoint(path, flag):

@@ -5,34 +5,33 @@ Train a nanoLRM GPT. Every flag is a field of `Settings` below; `python train.py
     python train.py --row_mult --col_mult                   # + the paper's learnable multipliers
     python train.py --optimizer muon --row_mult --col_mult  # Muon for hidden matrices, else AdamW
 
-The file reads in the order of a run: the settings, the data, the model and how each kind of
-parameter is trained, the LR schedule, one training step, then the loop: sample a batch, forward
-under autocast, backward, clip (multipliers excluded), step, schedule, log; every --eval_interval:
-estimate the losses, append a line to out_dir/log.jsonl and save out_dir/ckpt.pt. Ctrl-C or SIGTERM:
-the step finishes, a checkpoint is saved, and --resume continues exactly.
+The file reads in the order of a run: the settings; how each kind of parameter is trained (its
+learning rate and weight decay) and the model and optimizer built; the LR schedule and the gradient
+clipping; one training step; the evaluation; then train(), the loop: set the LR, evaluate, log and
+save every --eval_interval, take a step, log every --log_interval. The guard rails (refused flags
+and data, divergence and signal stops) come last, each called from the run in one line; runtime.py
+holds the plumbing (flags, devices, torchrun, atomic checkpoints).
 """
 import contextlib
-import importlib
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.common import TokenData, VocabularyError, get_tokenizer
+from data.common import VocabularyError, get_tokenizer, load_dataset
 from model import GPT, MATRICES, GPTConfig, doc
 from muon import MuonAdamW
 from runtime import (StopRequests, agreed_signal, append_log, average_over_ranks, check_ranges,
                      check_writable_folder, fail, init_distributed, leave_distributed,
                      load_checkpoint, parse_flags, peak_flops, pick_device, restore, rng_states,
-                     run_script, save_checkpoint, truncate_log)
+                     run_script, save_atomically, truncate_log)
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 KINDS = MATRICES + ('gains', 'multipliers')  # the kinds of GPT.params_by_kind()
 HIDDEN = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')  # the hidden matrices (Muon's, with muon)
 EVAL_SEED = 1338  # the evaluation batches' own RNG: the same batches for every --seed
@@ -108,120 +107,12 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
                                  'not once per micro-batch (the same gradients)')
 
 
-def check(s):
-    """Every bad setting -> one line naming the flag and what it allows (exit code 2). Each
-    number's range stands beside its field (allowed=...); the rules here relate several flags."""
-    check_ranges(s)
-    parse_factors(s.lr_factors, 'lr_factors')
-    if parse_factors(s.wd_factors, 'wd_factors').get('gains', 1) != 1:
-        fail('--wd_factors gains: the RMSNorm gains have no weight decay to scale')
-    pairs = [('learning_rate', 'weight_decay'), ('matrix_lr', 'matrix_wd'), ('mult_lr', 'mult_wd'),
-             ('muon_lr', 'muon_wd')]
-    for lr, wd in pairs:  # decoupled weight decay multiplies by 1 - lr*wd at every step
-        product = pick(getattr(s, lr), s.learning_rate) * pick(getattr(s, wd), s.weight_decay)
-        if product >= 1:
-            fail(f'--{lr} x --{wd} = {product:g} must be < 1 '
-                 '(each step multiplies the weights by 1 - lr*wd)')
-    rules = [
-        (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
-        ((s.n_embd // s.n_head) % 2 == 0,
-         '--n_embd/--n_head = head size must be even for rotary embeddings'),
-        (0 < s.min_lr <= s.learning_rate or (s.min_lr == 0 and s.schedule == 'cosine'),
-         f'--min_lr {s.min_lr} must be in (0, --learning_rate] '
-         '(0 is allowed with --schedule cosine)'),
-        (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()),
-         '--dtype float16 needs CUDA'),
-        (s.device != 'cuda' or torch.cuda.is_available(),
-         '--device cuda: no CUDA device is available'),
-    ]
-    for ok, message in rules:
-        if not ok:
-            fail(message)
-
-
-def settings_from(argv):
-    """Settings = defaults, or the checkpoint's with --resume, overridden by the flags given."""
-    given = parse_flags(argv, Settings)
-    s = Settings(**given)
-    if s.resume:
-        saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), '--resume')['settings']
-        # the architecture and the optimizer's state cannot change under a checkpoint
-        for name in [f.name for f in fields(GPTConfig)] + ['optimizer', 'freeze_gains']:
-            if name in given and given[name] != saved[name]:
-                fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): '
-                     f'resume without it, or start a new --out_dir')
-        s = Settings(**{**saved, **given})
-    check(s)
-    return s
-
-
 # -------------------------------------------------------------------------------------------------
-# data
-
-
-def load_data(s):
-    """The dataset's tokens. A missing dataset is made by its data/<name>/prepare.py, whose
-    prepare(input_path=None) every dataset defines (input_path: a local text, not the download)."""
-    folder = s.dataset if os.path.isdir(s.dataset) else os.path.join(REPO, 'data', s.dataset)
-    if not os.path.exists(os.path.join(folder, 'meta.json')):
-        try:
-            prepare = importlib.import_module(f'data.{s.dataset}.prepare').prepare
-        except ImportError:
-            fail(f'--dataset {s.dataset}: no {folder}/meta.json and no prepare.py for it')
-        check_writable_folder(folder, '--dataset')
-        print(f'{folder}/meta.json is missing: preparing the dataset first')
-        try:
-            prepare(input_path=s.input or None)
-        except (OSError, ValueError, RuntimeError) as err:
-            fail(f'--dataset {s.dataset}: {err}')  # e.g. offline: err says to pass --input
-    try:
-        return TokenData(folder)
-    except (OSError, ValueError) as err:
-        fail(f'--dataset {s.dataset}: {err}')
-
-
-def check_data(s, data, world_size):
-    """The vocabulary the model needs; one line, exit 2, where the data cannot feed the batches."""
-    vocab_size = s.vocab_size or data.vocab_size
-    if vocab_size < data.vocab_size:
-        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
-    try:  # token ids beyond the vocabulary: every val file now, each train file when first read
-        for i in range(len(data.files['val'])):
-            data.check_vocabulary('val', i)
-        for split in ('train', 'val'):  # each split needs a window of block_size + 1 tokens
-            data.get_batch(split, 1, s.block_size, torch.Generator())
-    except VocabularyError as err:
-        fail(f'--dataset {s.dataset}: {err}')
-    except ValueError as err:
-        fail(f'--block_size {s.block_size}: {err}')
-    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
-        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
-             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
-    return vocab_size
-
-
-# -------------------------------------------------------------------------------------------------
-# the model, and how each kind of parameter is trained
+# how each kind of parameter is trained, and the model and optimizer built
 
 
 def pick(value, default):
     return default if value is None else value
-
-
-def parse_factors(text, flag):
-    """'up=2,gate=2' -> {'up': 2.0, 'gate': 2.0}; a bad kind or factor fails in one line."""
-    factors = {}
-    for item in filter(None, text.split(',')):
-        kind, _, value = item.partition('=')
-        try:
-            factor = float(value)
-        except ValueError:
-            factor = math.nan
-        if kind not in KINDS or not 0 <= factor < math.inf:
-            fail(f'--{flag} {item}: expected kind=factor, a factor >= 0 and a kind among '
-                 + ', '.join(KINDS))
-        factors[kind] = factor
-    return factors
 
 
 def param_groups(model, s):
@@ -270,6 +161,7 @@ def param_groups(model, s):
     return [g for g in groups if g['params']]
 
 
+
 def build(s, vocab_size, device):
     """The model, its parameter groups and the optimizer, as settings s say."""
     config = GPTConfig(**{f.name: getattr(s, f.name) for f in fields(GPTConfig)})
@@ -286,6 +178,7 @@ def build(s, vocab_size, device):
     return model, groups, optimizer
 
 
+
 def make_optimizer(groups, s, device):
     # torch's AdamW is one fused kernel on CUDA, but steps tensor by tensor on CPU: there
     # MuonAdamW's foreach AdamW (the same math, tested) is faster, most of all over the multipliers
@@ -295,7 +188,7 @@ def make_optimizer(groups, s, device):
 
 
 # -------------------------------------------------------------------------------------------------
-# the learning-rate schedule and one training step
+# the learning-rate schedule and the gradient clipping
 
 
 def lr_factor(it, s):
@@ -315,11 +208,13 @@ def lr_factor(it, s):
     return min_ratio ** progress  # lr = peak * (min_lr / peak) ** progress
 
 
+
 def grad_norm(params):
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
 
 
 def clip_gradients(groups, s):
@@ -338,24 +233,27 @@ def clip_gradients(groups, s):
     return rest_norm, mult_norm
 
 
-def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
+# -------------------------------------------------------------------------------------------------
+# one training step
+
+
+def train_step(step_model, optimizer, scaler, groups, s, micro_batches, autocast,
                weights_built_once=None, world_size=1):
-    """One optimizer step: --grad_accum micro-batches, backward, clip, step. Returns the mean loss
-    and the pre-clip gradient norms (the rest, the multipliers), as tensors.
+    """One optimizer step over --grad_accum micro-batches (x, y): forward, backward, clip, step.
+    Returns the mean loss and the pre-clip gradient norms (the rest, the multipliers), as tensors.
     weights_built_once: GPT.weights_built_once, to build each W once for all the micro-batches."""
     loss_sum, built_once = 0.0, weights_built_once is not None
     with weights_built_once() if built_once else contextlib.nullcontext():
-        for micro_step in range(s.grad_accum):
+        for micro_step, (x, y) in enumerate(micro_batches):
             # under DDP, average the gradients over the ranks only once, after the last micro-batch
             # (W built once: after the build's backward, below; DDP only sees the parameters)
-            last = micro_step == s.grad_accum - 1
+            last = micro_step == len(micro_batches) - 1
             step_model.require_backward_grad_sync = last and not built_once
-            x, y = next_batch()
             with autocast:
                 logits, loss = step_model(x, y)
                 if s.z_loss:  # keeps softmax normalizer near 1: loss += z*mean(logsumexp(logits)^2)
                     loss = loss + s.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
-                loss = loss / s.grad_accum
+                loss = loss / len(micro_batches)
             scaler.scale(loss).backward()
             loss_sum += loss.detach()
     if built_once and world_size > 1:
@@ -367,6 +265,19 @@ def train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, norms
+
+
+def train_batch(data, s, batches, device, rank=0, world_size=1):
+    """This rank's rows of the next training batch, on the device. batches: the batches' RNG."""
+    rows = slice(rank * s.batch_size, (rank + 1) * s.batch_size)
+    try:
+        x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
+    except VocabularyError as err:  # a file first read now: every rank reads the same ones
+        fail(f'--dataset {s.dataset}: {err}')
+    if device.type == 'cuda':
+        x = x.pin_memory().to(device, non_blocking=True)
+        y = y.pin_memory().to(device, non_blocking=True)
+    return x, y
 
 
 # -------------------------------------------------------------------------------------------------
@@ -394,51 +305,22 @@ def estimate_loss(model, data, s, device, autocast, rank=0, world_size=1):
     return losses
 
 
+
 def activation_rms(model, data, s, device, autocast):
-    """The RMS of each block's output and of the logits, on the first evaluation batch."""
+    """model.ACTIVATIONS' RMS (each block's output, branches, logits) on the first val batch."""
     x, _ = data.get_batch('val', s.batch_size, s.block_size,
                           torch.Generator().manual_seed(EVAL_SEED))
-    model.eval()
     with autocast:
-        stats = model.activation_rms(x.to(device))
-    model.train()
-    return stats
+        return model.activation_rms(x.to(device))
 
 
 # -------------------------------------------------------------------------------------------------
 # the run
 
 
-def stop(it, what, last_saved, ckpt_path):
-    """A non-finite loss or weights: one line, exit code 1, and the last good checkpoint kept."""
-    kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
-        if last_saved is not None else 'no checkpoint was written'
-    print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
-    leave_distributed()
-    sys.exit(1)
-
-
-def log_step(it, loss, norms, dt, speed, s, world_size, last_saved, ckpt_path, master):
-    """Every --log_interval: a progress line and a log.jsonl step line; a non-finite loss stops.
-    dt: seconds per step; speed: tokens/s and MFU as text."""
-    if world_size > 1:  # the mean over the ranks: every rank then sees the same numbers
-        dist.all_reduce(loss)
-        loss /= world_size
-    loss, (rest_norm, mult_norm) = loss.item(), (n.item() for n in norms)  # waits for the device
-    # a non-finite loss is a divergence; a non-finite gradient norm alone is not: under float16
-    # it marks a step that GradScaler skipped (its weights untouched)
-    if not math.isfinite(loss):
-        stop(it, f'training loss {loss}, gradient norm {rest_norm} (multipliers {mult_norm})',
-             last_saved, ckpt_path)
-    if master:  # pre-clip gradient norms: the rest, the multipliers
-        print(f'iter {it}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {speed}, '
-              f'grad norm {rest_norm:.3f}')
-        append_log(s.out_dir, dict(iter=it, loss=loss, grad_norm=rest_norm,
-                                   mult_grad_norm=mult_norm, ms_per_iter=dt * 1000))
-
-
 def train(s):
     """Train with settings s; return the last evaluation's losses."""
+    # ---- processes, device, data
     rank, world_size, device_name = init_distributed(s.device)  # torchrun: one process per device
     master = rank == 0  # the one process that prints, logs and saves
     device, dtype, autocast = pick_device(device_name, s.dtype)
@@ -446,111 +328,101 @@ def train(s):
     torch.manual_seed(s.seed + rank)  # rank 0 = one process; DDP copies rank 0's weights
     data = load_data(s)
     vocab_size = check_data(s, data, world_size)
+    batches = torch.Generator().manual_seed(s.seed)  # the batches' own RNG, the same on every rank
     tokens_per_iter = s.batch_size * s.block_size * s.grad_accum * world_size
+
+    # ---- the model, each kind's LR and WD, the optimizer; the state of a resumed run
     model, groups, optimizer = build(s, vocab_size, device)
     # float16 only: scale the loss so small gradients do not underflow; a step whose gradients
     # overflowed is skipped (and the scale lowered), which is not a divergence
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
-    batches = torch.Generator().manual_seed(s.seed)  # the batches' own RNG, the same on every rank
     ckpt_path = os.path.join(s.out_dir, 'ckpt.pt')
     start_iter, elapsed, last_saved = 0, 0.0, None
     if s.resume:
         start_iter, elapsed = restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size,
                                       rank, world_size)
         last_saved = start_iter
-        if master:
-            truncate_log(s.out_dir, start_iter)
+    if s.resume and master:
+        truncate_log(s.out_dir, start_iter)
+
+    # ---- compiled, and under torchrun DDP (MuonAdamW shards its Newton-Schulz work itself)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
     compiled = torch.compile(model) if use_compile else model
-    step_model = compiled  # under torchrun, DDP averages the gradients over the ranks in backward
-    if world_size > 1:  # (MuonAdamW then shards its Newton-Schulz work over the ranks itself)
+    step_model = compiled
+    if world_size > 1:  # DDP averages the gradients over the ranks in backward
         step_model = DDP(compiled, device_ids=[device.index] if device.type == 'cuda' else None)
     build_once = s.build_once and s.grad_accum > 1  # speed only: one build of each W per step
     weights_built_once = model.weights_built_once if build_once else None
     if master:
-        n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
-        print(f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters ({n_mults} in '
-              f'multipliers); optimizer {s.optimizer}; device {device}, {dtype}, compile '
-              f'{use_compile}; {world_size} process(es), {tokens_per_iter:,} tokens per step'
-              + (', W built once per step' if build_once else ''))
+        print_setup(model, s, device, dtype, use_compile, world_size, tokens_per_iter, build_once)
 
-    def next_batch():  # this rank's rows of the step's batch
-        rows = slice(rank * s.batch_size, (rank + 1) * s.batch_size)
-        try:
-            x, y = data.get_batch('train', s.batch_size * world_size, s.block_size, batches, rows)
-        except VocabularyError as err:  # a file first read now: every rank reads the same ones
-            fail(f'--dataset {s.dataset}: {err}')
-        if device.type == 'cuda':
-            x = x.pin_memory().to(device, non_blocking=True)
-            y = y.pin_memory().to(device, non_blocking=True)
-        return x, y
-
-    def save(it):  # out_dir/ckpt.pt with all a resumed run needs to continue exactly
-        rng = rng_states(batches, device, world_size)  # every rank takes part in the gather
-        if master:
-            save_checkpoint(ckpt_path, model, s, data.meta, it, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
-                            world_size=world_size)
-
-    def evaluate(it):  # losses, a log.jsonl line and a checkpoint; a non-finite run stops instead
-        losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
-        finite = all(math.isfinite(v) for v in losses.values()) and \
-            all(torch.isfinite(p).all() for p in model.parameters())
-        if not finite:
-            stop(it, f"the loss or the weights are not finite (val loss {losses['val']})",
-                 last_saved, ckpt_path)
-        if master:
-            lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}  # lr_<group name>
-            evaluation = dict(iter=it, tokens=it * tokens_per_iter, train_loss=losses['train'],
-                              val_loss=losses['val'], elapsed=elapsed, optimizer=s.optimizer)
-            observables = dict(**model.observables(),
-                               **activation_rms(model, data, s, device, autocast))
-            append_log(s.out_dir, dict(**evaluation, **lrs, **observables))
-            print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        save(it)
-        return losses
-
+    # ---- the loop
     flops_per_iter = model.flops_per_token() * tokens_per_iter / world_size  # per GPU
     peak, losses = peak_flops(device), {}
     t0 = timer = time.time()
     timed_iters = 0
     with StopRequests() as requests:  # Ctrl-C or SIGTERM: finish the step, save, exit
         for it in range(start_iter, s.max_iters + 1):
+            # -- this step's learning rate: each group's peak LR times the schedule's factor
             for g in optimizer.param_groups:
                 g['lr'] = g['initial_lr'] * lr_factor(it, s)
-            # every eval_interval (a resumed run logged its first one already). Under DDP all
-            # ranks get the same losses, so all take the same decisions.
+            # -- a Ctrl-C or SIGTERM during the last step (the ranks agree on it)
+            signum = agreed_signal(requests, world_size, device)
+            # -- every eval_interval and at the end (a resumed run logged its first one already)
             evaluating = it % s.eval_interval == 0 or it == s.max_iters
-            if evaluating and not (s.resume and it == start_iter):
+            evaluating = evaluating and not (s.resume and it == start_iter)
+            saving = evaluating or signum > 0
+            if saving:
                 elapsed, t0 = elapsed + time.time() - t0, time.time()
-                losses, last_saved = evaluate(it), it
+            if evaluating:  # the losses, the same on every rank
+                losses = estimate_loss(compiled, data, s, device, autocast, rank, world_size)
+            if saving:  # nothing non-finite is logged or saved
+                stop_if_not_finite(it, model, losses if evaluating else {}, last_saved, ckpt_path,
+                                   signum)
+            if evaluating and master:  # a log.jsonl line: losses, LRs, what the paper plots
+                lrs = {f"lr_{g['name']}": g['lr'] for g in optimizer.param_groups}
+                observables = model.observables() | activation_rms(model, data, s, device,
+                                                                    autocast)
+                append_log(s.out_dir, dict(iter=it, tokens=it * tokens_per_iter,
+                                           train_loss=losses['train'], val_loss=losses['val'],
+                                           elapsed=elapsed, optimizer=s.optimizer, **lrs,
+                                           **observables))
+                print(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if saving:  # the checkpoint: all that a resumed run needs to continue exactly
+                rng = rng_states(batches, device, world_size)  # every rank takes part
+                checkpoint = dict(model=model.state_dict(), model_config=asdict(model.config),
+                                  settings=asdict(s), meta=data.meta, iter=it,
+                                  optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                                  elapsed=elapsed, rng=rng, world_size=world_size)
+                if master:
+                    save_atomically(checkpoint, ckpt_path)
+                last_saved = it
                 timer, timed_iters = time.time(), 0  # keep evaluation out of ms/iter
+            if signum:
+                exit_after_signal(it, signum, ckpt_path, master)
             if it == s.max_iters:
                 break
-            loss, norms = train_step(step_model, optimizer, scaler, groups, s, next_batch,
+            # -- one optimizer step: --grad_accum micro-batches, backward, clip, step
+            micro_batches = [train_batch(data, s, batches, device, rank, world_size)
+                             for _ in range(s.grad_accum)]
+            loss, norms = train_step(step_model, optimizer, scaler, groups, s, micro_batches,
                                      autocast, weights_built_once, world_size)
             timed_iters += 1
+            # -- every log_interval: the loss, the gradient norms, the speed
             if (it + 1) % s.log_interval == 0:
                 if device.type == 'cuda':  # the steps timed are queued: wait until they are done
                     torch.cuda.synchronize(device)
                 dt = (time.time() - timer) / timed_iters
-                speed = f'{tokens_per_iter / dt:,.0f} tokens/s' + \
-                    (f', MFU {flops_per_iter / dt / peak:.1%}' if peak else '')
-                log_step(it + 1, loss, norms, dt, speed, s, world_size, last_saved, ckpt_path,
-                         master)
-                timer, timed_iters = time.time(), 0
-            signum = agreed_signal(requests, world_size, device)
-            if signum:
-                if not all(torch.isfinite(p).all() for p in model.parameters()):
-                    stop(it + 1, f'{signal.Signals(signum).name}, but the weights are not finite',
-                         last_saved, ckpt_path)
-                elapsed, t0 = elapsed + time.time() - t0, time.time()
-                save(it + 1)
+                loss, rest_norm, mult_norm = mean_over_ranks(loss, world_size), *norms
+                loss, rest_norm, mult_norm = loss.item(), rest_norm.item(), mult_norm.item()
+                stop_if_loss_not_finite(it + 1, loss, rest_norm, mult_norm, last_saved, ckpt_path)
+                mfu = f', MFU {flops_per_iter / dt / peak:.1%}' if peak else ''
                 if master:
-                    print(f'stopped at iter {it + 1} by {signal.Signals(signum).name}; checkpoint '
-                          f'in {ckpt_path}; continue with --resume', file=sys.stderr)
-                leave_distributed()
-                sys.exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+                    print(f'iter {it + 1}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, '
+                          f'{tokens_per_iter / dt:,.0f} tokens/s{mfu}, grad norm {rest_norm:.3f}')
+                    append_log(s.out_dir, dict(iter=it + 1, loss=loss, grad_norm=rest_norm,
+                                               mult_grad_norm=mult_norm, ms_per_iter=dt * 1000))
+                timer, timed_iters = time.time(), 0
     if losses and master:
         print(f"final val loss {losses['val']:.4f} after {s.max_iters} iters ({elapsed:.1f} s)")
     if s.sample_tokens > 0 and master:
@@ -558,6 +430,22 @@ def train(s):
     del step_model  # DDP's reducer holds gloo work: it must go while the process group lives
     leave_distributed()
     return losses
+
+
+def mean_over_ranks(loss, world_size):
+    """The step's loss averaged over the ranks: every rank then sees, and decides on, the same."""
+    if world_size > 1:
+        dist.all_reduce(loss)
+        loss /= world_size
+    return loss
+
+
+def print_setup(model, s, device, dtype, use_compile, world_size, tokens_per_iter, build_once):
+    n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
+    print(f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters ({n_mults} in '
+          f'multipliers); optimizer {s.optimizer}; device {device}, {dtype}, compile '
+          f'{use_compile}; {world_size} process(es), {tokens_per_iter:,} tokens per step'
+          + (', W built once per step' if build_once else ''))
 
 
 def print_sample(model, data, s, device):
@@ -570,6 +458,150 @@ def print_sample(model, data, s, device):
     ids = model.generate(start, s.sample_tokens, top_k=200,
                          vocab_size=tokenizer.vocab_size)[0].tolist()
     print('---- sample ----\n' + tokenizer.decode(ids))
+
+
+
+# =================================================================================================
+# guard rails: refused flags and data, divergence and signal stops. None of it is needed to
+# understand a step; each is called from the run in one line and ends the run in one line.
+# =================================================================================================
+
+
+def settings_from(argv):
+    """Settings = defaults, or the checkpoint's with --resume, overridden by the flags given."""
+    given = parse_flags(argv, Settings)
+    s = Settings(**given)
+    if s.resume:
+        saved = load_checkpoint(os.path.join(s.out_dir, 'ckpt.pt'), '--resume')['settings']
+        # the architecture and the optimizer's state cannot change under a checkpoint
+        for name in [f.name for f in fields(GPTConfig)] + ['optimizer', 'freeze_gains']:
+            if name in given and given[name] != saved[name]:
+                fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): '
+                     f'resume without it, or start a new --out_dir')
+        s = Settings(**{**saved, **given})
+    check(s)
+    return s
+
+
+
+def check(s):
+    """Every bad setting -> one line naming the flag and what it allows (exit code 2). Each
+    number's range stands beside its field (allowed=...); the rules here relate several flags."""
+    check_ranges(s)
+    parse_factors(s.lr_factors, 'lr_factors')
+    if parse_factors(s.wd_factors, 'wd_factors').get('gains', 1) != 1:
+        fail('--wd_factors gains: the RMSNorm gains have no weight decay to scale')
+    pairs = [('learning_rate', 'weight_decay'), ('matrix_lr', 'matrix_wd'), ('mult_lr', 'mult_wd'),
+             ('muon_lr', 'muon_wd')]
+    for lr, wd in pairs:  # decoupled weight decay multiplies by 1 - lr*wd at every step
+        product = pick(getattr(s, lr), s.learning_rate) * pick(getattr(s, wd), s.weight_decay)
+        if product >= 1:
+            fail(f'--{lr} x --{wd} = {product:g} must be < 1 '
+                 '(each step multiplies the weights by 1 - lr*wd)')
+    rules = [
+        (s.n_embd % s.n_head == 0, f'--n_embd {s.n_embd} must be divisible by --n_head {s.n_head}'),
+        ((s.n_embd // s.n_head) % 2 == 0,
+         '--n_embd/--n_head = head size must be even for rotary embeddings'),
+        (0 < s.min_lr <= s.learning_rate or (s.min_lr == 0 and s.schedule == 'cosine'),
+         f'--min_lr {s.min_lr} must be in (0, --learning_rate] '
+         '(0 is allowed with --schedule cosine)'),
+        (s.dtype != 'float16' or (s.device in ('cuda', 'auto') and torch.cuda.is_available()),
+         '--dtype float16 needs CUDA'),
+        (s.device != 'cuda' or torch.cuda.is_available(),
+         '--device cuda: no CUDA device is available'),
+    ]
+    for ok, message in rules:
+        if not ok:
+            fail(message)
+
+
+
+def parse_factors(text, flag):
+    """'up=2,gate=2' -> {'up': 2.0, 'gate': 2.0}; a bad kind or factor fails in one line."""
+    factors = {}
+    for item in filter(None, text.split(',')):
+        kind, _, value = item.partition('=')
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = math.nan
+        if kind not in KINDS or not 0 <= factor < math.inf:
+            fail(f'--{flag} {item}: expected kind=factor, a factor >= 0 and a kind among '
+                 + ', '.join(KINDS))
+        factors[kind] = factor
+    return factors
+
+
+
+def load_data(s):
+    """The dataset's tokens (data.common.load_dataset: prepared first if missing, from --input or
+    the download); one line, exit 2, when it cannot be had."""
+    try:
+        return load_dataset(s.dataset, s.input or None)
+    except (OSError, ValueError, RuntimeError) as err:
+        fail(f'--dataset {s.dataset}: {err}')  # e.g. offline: err says to pass --input
+
+
+def check_data(s, data, world_size):
+    """The vocabulary the model needs; one line, exit 2, where the data cannot feed the batches."""
+    vocab_size = s.vocab_size or data.vocab_size
+    if vocab_size < data.vocab_size:
+        fail(f'--vocab_size {s.vocab_size} < the dataset vocabulary {data.vocab_size}')
+    try:  # token ids beyond the vocabulary: every val file now, each train file when first read
+        for i in range(len(data.files['val'])):
+            data.check_vocabulary('val', i)
+        for split in ('train', 'val'):  # each split needs a window of block_size + 1 tokens
+            data.get_batch(split, 1, s.block_size, torch.Generator())
+    except VocabularyError as err:
+        fail(f'--dataset {s.dataset}: {err}')
+    except ValueError as err:
+        fail(f'--block_size {s.block_size}: {err}')
+    if s.batch_size * world_size * (s.block_size + 1) > data.num_tokens('train'):
+        fail(f'--batch_size {s.batch_size} x {world_size} ranks x --block_size {s.block_size}: '
+             f"a batch larger than the whole training split ({data.num_tokens('train'):,} tokens)")
+    return vocab_size
+
+
+
+def stop(it, what, last_saved, ckpt_path):
+    """A non-finite loss or weights: one line, exit code 1, and the last good checkpoint kept."""
+    kept = f'the last good checkpoint is iter {last_saved} in {ckpt_path}' \
+        if last_saved is not None else 'no checkpoint was written'
+    print(f'iter {it}: {what}; stopped without saving ({kept})', file=sys.stderr)
+    leave_distributed()
+    sys.exit(1)
+
+
+def stop_if_not_finite(it, model, losses, last_saved, ckpt_path, signum=0):
+    """Before a save (an evaluation's, or a signal's when losses is empty): non-finite losses or
+    weights end the run without saving. The ranks decide alike: their losses and weights agree."""
+    finite = all(math.isfinite(v) for v in losses.values()) and \
+        all(torch.isfinite(p).all() for p in model.parameters())
+    if finite:
+        return
+    if losses:
+        stop(it, f"the loss or the weights are not finite (val loss {losses['val']})", last_saved,
+             ckpt_path)
+    stop(it, f'{signal.Signals(signum).name}, but the weights are not finite', last_saved,
+         ckpt_path)
+
+
+def stop_if_loss_not_finite(it, loss, rest_norm, mult_norm, last_saved, ckpt_path):
+    """A non-finite training loss is a divergence; a non-finite gradient norm alone is not: under
+    float16 it marks a step that GradScaler skipped (its weights untouched)."""
+    if not math.isfinite(loss):
+        stop(it, f'training loss {loss}, gradient norm {rest_norm} (multipliers {mult_norm})',
+             last_saved, ckpt_path)
+
+
+def exit_after_signal(it, signum, ckpt_path, master):
+    """After the checkpoint of a Ctrl-C or SIGTERM: one line, and the shell's exit code 128 + n
+    (130 for SIGINT, 143 for SIGTERM)."""
+    if master:
+        print(f'stopped at iter {it} by {signal.Signals(signum).name}; checkpoint in {ckpt_path}; '
+              'continue with --resume', file=sys.stderr)
+    leave_distributed()
+    sys.exit(128 + signum)
 
 
 def main(argv=None):

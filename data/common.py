@@ -9,8 +9,10 @@ A dataset is a folder data/<name>/ with a meta.json and token files:
 train.py reads every dataset through TokenData, with no per-dataset code.
 """
 import http.client
+import importlib
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -21,6 +23,7 @@ import torch
 TOKEN_DTYPE = np.uint16  # GPT-2's 50257 ids fit; half the disk and RAM of int32
 META_KEYS = ('vocab_size', 'tokenizer', 'dtype', 'header_bytes', 'train', 'val')
 FINEWEB_MAGIC, FINEWEB_VERSION, FINEWEB_HEADER_BYTES = 20240520, 1, 1024
+DATA_ROOT = os.path.dirname(os.path.abspath(__file__))  # data/: one folder per dataset
 # GPT-2's BPE without the network: a .tiktoken file of its ranks, named by this environment variable
 GPT2_BPE_ENV = 'NANOLRM_GPT2_BPE'
 # GPT-2's pre-split
@@ -257,6 +260,36 @@ class TokenData:
         tokens = torch.stack([torch.from_numpy(files[f][s:s + block_size + 1].astype(np.int64))
                               for f, s in zip(file_ids.tolist(), starts.tolist())])
         return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # a loss may .view() them
+
+
+# ----------------------------------------------------------------------------- loading
+
+def dataset_folder(dataset):
+    """A dataset's folder: `dataset` itself if it is one, else data/<dataset>/."""
+    return dataset if os.path.isdir(dataset) else os.path.join(DATA_ROOT, dataset)
+
+
+def load_dataset(dataset, input_path=None):
+    """The dataset's tokens, as a TokenData. A missing dataset is made first by its
+    data/<name>/prepare.py, whose prepare(input_path=None) every dataset defines (input_path: a
+    local text in place of the download). Fails with a one-line OSError or ValueError."""
+    folder = dataset_folder(dataset)
+    if not os.path.exists(os.path.join(folder, 'meta.json')):
+        try:
+            prepare = importlib.import_module(f'data.{dataset}.prepare').prepare
+        except ImportError:
+            raise FileNotFoundError(f'no {folder}/meta.json and no prepare.py for it') from None
+        print(f'{folder}/meta.json is missing: preparing the dataset first')
+        prepare(input_path=input_path)
+    return TokenData(folder)
+
+
+def keep_text(input_path, path):
+    """Copy the text a dataset was prepared from to path (where its download would be), atomically,
+    unless it is there: the tests and the next prepare then find it offline."""
+    if not os.path.exists(path) and os.path.abspath(input_path) != os.path.abspath(path):
+        shutil.copyfile(input_path, f'{path}.tmp')
+        os.replace(f'{path}.tmp', path)
 
 
 # ----------------------------------------------------------------------------- downloading

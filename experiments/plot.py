@@ -248,9 +248,13 @@ def main(argv):
     clipping.add_argument('sweep_dir')
     clipping.add_argument('--early', type=int, default=300, help='steps of gradient norms to show')
     for command in (curves, sweep, equilibrium, clipping):
-        command.add_argument('--out', default=f'{command.prog.split()[-1]}.png',
-                             help='the PNG to write')
+        command.add_argument('--out', help='the PNG to write (default: <command>.png beside '
+                                           'the first run or results.json given)')
     args = parser.parse_args(argv)
+    given = getattr(args, 'runs', None) or getattr(args, 'results', None) or [args.sweep_dir]
+    first = given[0]  # the figure goes beside it unless --out says where
+    folder = first if os.path.isdir(first) else os.path.dirname(os.path.abspath(first))
+    args.out = args.out or os.path.join(folder, f'{args.command}.png')
     try:
         import matplotlib  # noqa: F401
     except ImportError:

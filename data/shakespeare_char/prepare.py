@@ -13,25 +13,28 @@ from pathlib import Path
 
 # repo root, so the script can import data.*
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import download, prepare_text, read_text, run_prepare  # noqa: E402
+from data.common import download, keep_text, prepare_text, read_text, run_prepare  # noqa: E402
 
 URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 FOLDER = os.path.dirname(os.path.abspath(__file__))
 
 
 def shakespeare_text(input_path=None, folder=FOLDER):
-    """The tiny Shakespeare text: from input_path if given, else from folder/input.txt
-    (downloaded once)."""
-    if input_path is None:
-        input_path = os.path.join(folder, 'input.txt')
-        if not os.path.exists(input_path):  # download() renames only a complete file to input.txt
-            os.makedirs(folder, exist_ok=True)
-            try:
-                download(URL, input_path)
-            except RuntimeError as err:
-                # train.py has the same --input flag, so this advice holds there too
-                raise RuntimeError(
-                    f"{err}; no network? pass a local copy with --input PATH") from None
+    """The tiny Shakespeare text: from input_path if given (and then kept as folder/input.txt, as
+    the download is), else from folder/input.txt (downloaded once)."""
+    if input_path is not None:
+        text = read_text(input_path)
+        os.makedirs(folder, exist_ok=True)
+        keep_text(input_path, os.path.join(folder, 'input.txt'))
+        return text
+    input_path = os.path.join(folder, 'input.txt')
+    if not os.path.exists(input_path):  # download() renames only a complete file to input.txt
+        os.makedirs(folder, exist_ok=True)
+        try:
+            download(URL, input_path)
+        except RuntimeError as err:
+            # train.py has the same --input flag, so this advice holds there too
+            raise RuntimeError(f"{err}; no network? pass a local copy with --input PATH") from None
     return read_text(input_path)
 
 

@@ -115,7 +115,8 @@ def nanolrm_step(s, device, autocast, vocab_size):
     built_once = s.build_once and s.grad_accum > 1  # as train.py does
     weights_built_once = model.weights_built_once if built_once else None
     def step():
-        train.train_step(step_model, optimizer, scaler, groups, s, next_batch, autocast,
+        micro_batches = [next_batch() for _ in range(s.grad_accum)]
+        train.train_step(step_model, optimizer, scaler, groups, s, micro_batches, autocast,
                          weights_built_once)
     return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size
 
