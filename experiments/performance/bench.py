@@ -4,7 +4,8 @@ Benchmarks, measured side by side in one run on one machine: every variant takes
   1. the Muon optimizer step on the model's hidden matrices: ours (one batched Newton-Schulz call
      per shape) vs torch.optim.Muon (one call per matrix), and its share of a Muon training step;
   2. a full training step (train.py's train_step: forward, backward, clip, step) for AdamW and Muon,
-     each without and with all learnable multipliers, with tokens/s and, on known GPUs, MFU;
+     each without and with all learnable multipliers, with tokens/s, on known GPUs MFU, and on
+     CUDA the peak memory of each (weights and optimizer state + the most a step allocates);
   3. with --nanogpt PATH (a karpathy/nanoGPT checkout; nanoGPT is not a dependency): nanoGPT's own
      model and training step at the same size, against ours without multipliers.
 
@@ -49,23 +50,30 @@ class BenchSettings(train.Settings):
 
 
 def median_ms_in_turn(steps, s, device):
-    """{name: median ms of one call} for {name: step function}, the calls taken in turn."""
+    """{name: median ms of one call} for {name: step function}, the calls taken in turn; and on
+    CUDA {name: the most memory one call allocated on top of what was allocated before it}."""
+    cuda = device.type == 'cuda'
     def timed(fn):
-        if device.type == 'cuda':
+        if cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         t0 = time.perf_counter()
         fn()
-        if device.type == 'cuda':
+        if cuda:
             torch.cuda.synchronize()
-        return (time.perf_counter() - t0) * 1000
+        ms = (time.perf_counter() - t0) * 1000
+        return ms, torch.cuda.max_memory_allocated(device) - before if cuda else 0
     for fn in steps.values():
         for _ in range(s.warmup):
             fn()
-    times = {name: [] for name in steps}
+    times, peaks = {name: [] for name in steps}, {name: 0 for name in steps}
     for _ in range(s.repeats):
         for name, fn in steps.items():
-            times[name].append(timed(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+            ms, peak = timed(fn)
+            times[name].append(ms)
+            peaks[name] = max(peaks[name], peak)
+    return {name: statistics.median(t) for name, t in times.items()}, peaks
 
 
 def print_profiles(steps, s, device):
@@ -105,7 +113,8 @@ def make_batch(s, vocab_size, device):
 
 
 def nanolrm_step(s, device, autocast, vocab_size):
-    """train.py's train_step for one optimizer and multiplier setting; also its FLOPs per step."""
+    """train.py's train_step for one optimizer and multiplier setting; also its FLOPs per step
+    and a function that counts the bytes it holds between steps (weights, optimizer state)."""
     torch.manual_seed(s.seed)
     model, groups, optimizer = train.build(s, vocab_size, device)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
@@ -118,7 +127,10 @@ def nanolrm_step(s, device, autocast, vocab_size):
         micro_batches = [next_batch() for _ in range(s.grad_accum)]
         train.train_step(step_model, optimizer, scaler, groups, s, micro_batches, autocast,
                          weights_built_once)
-    return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size
+    def held():
+        state = [t for v in optimizer.state.values() for t in v.values() if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in [*model.parameters(), *state])
+    return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size, held
 
 
 def nanogpt_step(s, device, autocast, vocab_size):
@@ -164,7 +176,7 @@ def main(argv):
           f'width {s.n_embd}, vocab {vocab_size}; {s.grad_accum} x {s.batch_size} x '
           f'{s.block_size} = {tokens:,} tokens per step')
 
-    steps, flops = {}, {}
+    steps, flops, held = {}, {}, {}
     columns = {'none': dict(scalar_mult=False, row_mult=False, col_mult=False),
                's+r+c': dict(scalar_mult=True, row_mult=True, col_mult=True)}
     if s.grad_accum > 1:  # W built once per step (the default), or once per micro-batch
@@ -173,14 +185,18 @@ def main(argv):
     for optimizer in ('adamw', 'muon'):
         for column, flags in columns.items():  # every multiplier flag set, whatever argv said
             variant = replace(s, optimizer=optimizer, **flags)
-            steps[optimizer, column], flops[optimizer, column] = nanolrm_step(
-                variant, device, autocast, vocab_size)
+            steps[optimizer, column], flops[optimizer, column], held[optimizer, column] = \
+                nanolrm_step(variant, device, autocast, vocab_size)
     if s.nanogpt:
         steps['nanoGPT'] = nanogpt_step(replace(s, optimizer='adamw'), device, autocast, vocab_size)
-    ms = median_ms_in_turn(steps, s, device)
+    ms, step_peaks = median_ms_in_turn(steps, s, device)
+    # the memory each variant needs at its peak, as if it ran alone: what it holds between steps
+    # (weights, optimizer state) + the most its step allocates on top (activations, gradients;
+    # with W built once, a copy of every weight that has multipliers)
+    memory = {name: held[name]() + step_peaks[name] for name in held}
     if s.profile:
         print_profiles(steps, s, device)
-    muon_ms = median_ms_in_turn(muon_steps(s, device, vocab_size), s, device)
+    muon_ms, _ = median_ms_in_turn(muon_steps(s, device, vocab_size), s, device)
 
     ours, reference = muon_ms['nanoLRM Muon'], muon_ms.get('torch.optim.Muon', float('nan'))
     print('\n| optimizer step (hidden matrices) | ms |\n|---|---|\n'
@@ -191,7 +207,7 @@ def main(argv):
     peak = peak_flops(device)
     lrm_columns = [c for c in columns if c != 'none']
     header = ['training step', 'no multipliers', *lrm_columns, 'tokens/s (none)',
-              'MFU (each column)']
+              'MFU (each column)', 'peak memory (each column)']
     print('| ' + ' | '.join(header) + ' |\n' + '|---' * len(header) + '|')
     for optimizer in ('adamw', 'muon'):
         plain = ms[optimizer, 'none']
@@ -199,9 +215,12 @@ def main(argv):
                          for c in lrm_columns)
         mfu = ', '.join(f'{flops[optimizer, c] / ms[optimizer, c] * 1e3 / peak:.1%}'
                         for c in columns) if peak else '-'
-        print(f'| {optimizer} | {plain:.1f} ms | {lrm} | {tokens / plain * 1e3:,.0f} | {mfu} |')
+        gib = ', '.join(f'{memory[optimizer, c] / 2**30:.2f} GiB'
+                        for c in columns) if device.type == 'cuda' else '-'
+        print(f'| {optimizer} | {plain:.1f} ms | {lrm} | {tokens / plain * 1e3:,.0f} | {mfu} '
+              f'| {gib} |')
     ratios = ' | '.join(f"{ms['muon', c] / ms['adamw', c]:.2f}x" for c in columns)
-    print(f'| Muon / AdamW | {ratios} | | |')
+    print(f'| Muon / AdamW | {ratios} | | | |')
     if s.nanogpt:
         ratio = ms['adamw', 'none'] / ms['nanoGPT']
         print('\n| training step, AdamW, no multipliers | ms |\n|---|---|\n'
