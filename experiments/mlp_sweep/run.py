@@ -1,119 +1,242 @@
 """
-The paper's MLP sweep (Sec. 3, App. B, Figs. 8-9), at small scale: move the equilibrium scale S =
-sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, every RMSNorm gain frozen at 1, in
-four configurations: Adam, Adam + a learnable scalar on each of the three matrices, Muon, Muon +
-scalars (the scalars at lr 1e-2 and no weight decay, as in the paper).
+The paper's MLP sweep (Sec. 3, App. B, Figs. 8-9), at small scale: move the equilibrium scale
+S = sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, every RMSNorm gain frozen at 1
+(the final norm's too), in four configurations: Adam, Adam + a learnable scalar on each of the three
+matrices, Muon, Muon + scalars (the scalars at lr 1e-2 and no weight decay, as in the paper).
 
     python experiments/mlp_sweep/run.py     # resumable: the runs results.json holds are skipped
 
-Writes <config>/results.json (one record per run), results.md (the table) and mlp_sweep.png.
+Writes <config>/results.json (one record per run), results.md (the tables) and mlp_sweep.png.
 """
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import runtime  # noqa: E402
+import train  # noqa: E402
 from experiments.sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
-# 500 steps: warmup 50, constant, then x8 exponential decay over the last sixth (the paper's shape);
-# at lr * wd = 0.012 that is 5.1 equilibrium times 1/(lr wd) of every hidden matrix
+# 500 steps: warmup 50, constant, then x8 exponential decay over the last sixth (the paper's shape).
+# The LR factors sum to 427 (factor_sum()): the hidden matrices (lr * wd = 0.012) last 5.1
+# equilibrium times 1/(lr wd); the embedding and head (lr 2e-3, wd 0.1) only 0.085.
+# No z-loss (the paper's MLP sweep had z-loss 1e-4); --freeze_gains freezes the final norm too.
 RUN = ['--max_iters', '500', '--schedule', 'wsd', '--warmup_iters', '50', '--decay_frac', '0.167',
        '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--eval_interval', '50',
        '--eval_iters', '10', '--log_interval', '50', '--freeze_gains']
 ADAM = ['--matrix_lr', '2e-3', '--matrix_wd', '6']  # hidden matrices: S = 0.018, lr * wd = 0.012
 MUON = ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw', '--muon_lr', '2e-3',
         '--muon_wd', '6']  # the same S: Muon's update RMS matched to AdamW's
-# one scalar on each MLP matrix; lr 1e-2 x 500 steps = 5: room to compensate a factor 4 in S
+# one scalar on each MLP matrix, lr 1e-2 and no WD (the paper's): its reach is 1e-2 x 427 = 4.27
 SCALARS = ['--scalar_mult', '--mult_placement', 'mlp', '--mult_lr', '1e-2', '--mult_wd', '0']
 CONFIGS = {'adam': ADAM, 'adam+scalars': ADAM + SCALARS,
            'muon': MUON, 'muon+scalars': MUON + SCALARS}
 S_FACTORS = (0.25, 0.5, 1, 2, 4)  # S of gate, up and down relative to the rest: lr x k, wd / k
 SEEDS = {0.25: (1337, 1338), 1: (1337, 1338), 4: (1337, 1338)}  # 2 seeds at the centre and ends
 BASE_S = (2e-3 / 6) ** 0.5
+MLP = ('gate', 'up', 'down')
 
 
 def mlp_point(k):
     """The flags that scale S of the three MLP matrices by k at fixed lr * wd."""
-    mlp = ('gate', 'up', 'down')
-    return dict(lr_factors=','.join(f'{m}={k:g}' for m in mlp),
-                wd_factors=','.join(f'{m}={1 / k:g}' for m in mlp))
+    return dict(lr_factors=','.join(f'{m}={k:g}' for m in MLP),
+                wd_factors=','.join(f'{m}={1 / k:g}' for m in MLP))
 
 
 def sweep():
-    """{config: {k: [final val loss per seed]}}, and the records, running what is missing."""
-    losses, records = {}, {}
+    """{config: [its records]}, running what is missing."""
+    records = {}
     for name, flags in CONFIGS.items():
         for k in S_FACTORS:
             run_points(os.path.join(HERE, name), [mlp_point(k)], SEEDS.get(k, (1337,)),
                        MODEL + RUN + flags)
-        records[name] = run_points(os.path.join(HERE, name), [])
-        losses[name] = {k: [r['final_val_loss'] for r in records[name]
-                            if r['point'] == mlp_point(k) and r['status'] == 'ok']
-                        for k in S_FACTORS}
-    return losses, records
+        records[name] = [r for r in run_points(os.path.join(HERE, name), []) if r['status'] == 'ok']
+    return records
 
 
-def table(losses):
-    header = '| configuration | ' + ' | '.join(f'S = {k:g} x ({BASE_S * k:.4f})'
-                                               for k in S_FACTORS) + ' | spread |'
-    lines = [header, '|---' * (len(S_FACTORS) + 2) + '|']
-    for name, by_k in losses.items():
-        cells = []
-        for k in S_FACTORS:
-            mean, std = mean_std(by_k[k]) or (float('nan'), 0)
-            cells.append(f'{mean:.4f}' + (f' ± {std:.4f}' if len(by_k[k]) > 1 else ''))
-        means = [mean_std(v)[0] for v in by_k.values() if mean_std(v)]
-        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {max(means) - min(means):.4f} |')
-    return '\n'.join(lines) + '\n'
+def runs_at(records, k):
+    return sorted((r for r in records if r['point'] == mlp_point(k)), key=lambda r: r['seed'])
 
 
-def mean_over_mlp(record, key):
+def per_seed(records, k, value):
+    """[value(record) for each seed run at k]."""
+    return [value(r) for r in runs_at(records, k)]
+
+
+def factor_sum():
+    """sum_t factor_t of RUN's schedule, the settings parsed as train.py parses them."""
+    s = train.Settings(**runtime.parse_flags(MODEL + RUN, train.Settings))
+    return sum(train.lr_factor(it, s) for it in range(s.max_iters))
+
+
+REACH = 1e-2 * factor_sum()  # Adam moves a scalar by about its lr a step: lr * sum_t factor_t
+
+
+def mlp_mean(final, suffix):
     """The mean of one observable over every block's gate, up and down."""
-    final = record['final']
-    values = [v for k, v in final.items() if '.mlp.' in k and k.endswith(key)]
+    values = [v for key, v in final.items() if '.mlp.' in key and key.endswith(suffix)]
     return sum(values) / len(values)
 
 
-def plot(losses, records, path):
+def scalar_distance(records, k):
+    """(travelled, needed): the farthest any scalar of the runs at k went from its start 1, and the
+    farthest one would have to go to bring its matrix's W = s W~ to that matrix's W at k = 1 (the
+    same seed). None without scalars."""
+    centre = {r['seed']: r['final'] for r in runs_at(records, 1)}
+    travelled, needed = [], []
+    for r in runs_at(records, k):
+        final, at_1 = r['final'], centre[r['seed']] if r['seed'] in centre else centre[1337]
+        for key in (key for key in final if key.endswith('.scalar_mult_mean')):
+            matrix = key[:-len('.scalar_mult_mean')]
+            travelled.append(abs(final[key] - 1))
+            needed.append(abs(at_1[f'{matrix}.effective_rms'] / final[f'{matrix}.weight_rms'] - 1))
+    return (max(travelled), max(needed)) if travelled else None
+
+
+def speed_limited(records, k):
+    """Reach below twice the distance (travelled or needed): the point measures the scalars'
+    speed, not the method."""
+    distance = scalar_distance(records, k)
+    return distance is not None and REACH < 2 * max(distance)
+
+
+def cell(values, digits=4):
+    mean, std = mean_std(values)
+    return f'{mean:.{digits}f}' + (f' ± {std:.{digits}f}' if len(values) > 1 else '')
+
+
+def tables(records):
+    header = '| configuration | ' + ' | '.join(f'S = {k:g} x ({BASE_S * k:.4f})'
+                                               for k in S_FACTORS) + ' | spread of the means |'
+    lines = ['Final val loss: mean ± std over seeds 1337 and 1338 where a std is given, else seed '
+             '1337 alone.', '', header, '|---' * (len(S_FACTORS) + 2) + '|']
+    for name, runs in records.items():
+        losses = {k: per_seed(runs, k, lambda r: r['final_val_loss']) for k in S_FACTORS}
+        cells = [cell(losses[k]) + (' (speed-limited)' if speed_limited(runs, k) else '')
+                 for k in S_FACTORS]
+        means = [mean_std(v)[0] for v in losses.values()]
+        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {max(means) - min(means):.4f} |')
+    lines += ['', 'Scalars minus none, paired by seed (1337, 1338):', '',
+              '| optimizer | k | per seed | mean ± std |', '|---|---|---|---|']
+    for optimizer in ('adam', 'muon'):
+        for k in SEEDS:
+            none = per_seed(records[optimizer], k, lambda r: r['final_val_loss'])
+            mult = per_seed(records[f'{optimizer}+scalars'], k, lambda r: r['final_val_loss'])
+            deltas = [b - a for a, b in zip(none, mult)]
+            lines.append(f"| {optimizer} | {k:g} | {', '.join(f'{d:+.4f}' for d in deltas)} | "
+                         f'{mean_std(deltas)[0]:+.4f} ± {mean_std(deltas)[1]:.4f} |')
+    lines += ['', f'The scalars\' reach (lr 1e-2 x sum of LR factors {factor_sum():.1f}) = '
+              f'{REACH:.2f}, against the farthest any scalar travelled from 1 and would need to '
+              'travel (to its matrix\'s W at k = 1, same seed); speed-limited where the reach is '
+              'below twice the larger:', '',
+              '| configuration | k | travelled | needed | 2 x distance / reach | |',
+              '|---' * 6 + '|']
+    for name in ('adam+scalars', 'muon+scalars'):
+        for k in S_FACTORS:
+            travelled, needed = scalar_distance(records[name], k)
+            flag = 'speed-limited' if speed_limited(records[name], k) else ''
+            lines.append(f'| {name} | {k:g} | {travelled:.2f} | {needed:.2f} | '
+                         f'{2 * max(travelled, needed) / REACH:.2f} | {flag} |')
+    lines += ['', 'Every run: RMS of W~ and W = s W~ (means over the 12 MLP matrices), the '
+              "scalars, each block's output RMS (first val batch), RMS of W_O (mean over "
+              'blocks):', '',
+              '| configuration | k | seed | final val | W~ | W | s (min-max) | block outputs 0-3 '
+              '| W_O |', '|---' * 9 + '|']
+    for name, runs in records.items():
+        for k in S_FACTORS:
+            for r in runs_at(runs, k):
+                f = r['final']
+                scalars = [v for key, v in f.items() if key.endswith('.scalar_mult_mean')]
+                w = f"{mlp_mean(f, 'effective_rms'):.4f}" if scalars else ''
+                s = f'{min(scalars):.2f}-{max(scalars):.2f}' if scalars else ''
+                outputs = ', '.join(f"{f[f'blocks.{i}.output_rms']:.3f}" for i in range(4))
+                w_o = sum(f[f'blocks.{i}.attn.o.weight_rms'] for i in range(4)) / 4
+                lines.append(f"| {name} | {k:g} | {r['seed']} | {r['final_val_loss']:.4f} | "
+                             f"{mlp_mean(f, 'weight_rms'):.4f} | {w} | {s} | {outputs} | "
+                             f'{w_o:.4f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def draw(ax, values, limited=(), **style):
+    """values {k: [one value per seed]}: the means joined by a line; a filled marker and a std bar
+    where two seeds ran, an open marker where one did; a red ring on speed-limited points."""
+    ks = [k for k in S_FACTORS if values.get(k)]
+    stats = {k: mean_std(values[k]) for k in ks}
+    ax.plot(ks, [stats[k][0] for k in ks], **style)
+    for k in ks:
+        seeded = len(values[k]) > 1
+        ax.errorbar([k], [stats[k][0]], [stats[k][1]] if seeded else None, marker='o', ms=5,
+                    color=style['color'], mfc=style['color'] if seeded else 'white', capsize=3)
+        if k in limited:
+            ax.plot([k], [stats[k][0]], 'o', ms=13, mfc='none', mec='red', mew=1.2)
+
+
+def plot(records, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, (ax_loss, ax_rms, ax_mult) = plt.subplots(1, 3, figsize=(13, 3.6))
-    for i, (name, by_k) in enumerate(losses.items()):
-        ks = [k for k in S_FACTORS if by_k[k]]
-        stats = [mean_std(by_k[k]) for k in ks]
-        style = dict(color=f'C{i // 2}', ls='-' if 'scalars' in name else '--', marker='o')
-        ax_loss.errorbar(ks, [m for m, _ in stats], [s for _, s in stats], capsize=3,
-                         label=name, **style)
-        first_seed = {r['name']: r for r in records[name] if r['seed'] == 1337}.values()
-        by_point = {r['point']['lr_factors']: r for r in first_seed}
-        rms = [mean_over_mlp(by_point[mlp_point(k)['lr_factors']], 'weight_rms') for k in ks]
-        ax_rms.plot(ks, rms, **style)
+    from matplotlib.lines import Line2D
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.2))
+    (ax_loss, ax_rms, ax_mult, ax_o), outputs = axes
+    for i, (name, runs) in enumerate(records.items()):
+        style = dict(color=f'C{i // 2}', ls='-' if 'scalars' in name else '--')
+        limited = [k for k in S_FACTORS if speed_limited(runs, k)]
+        draw(ax_loss, {k: per_seed(runs, k, lambda r: r['final_val_loss']) for k in S_FACTORS},
+             limited, label=name, **style)
+        draw(ax_rms, {k: per_seed(runs, k, lambda r: mlp_mean(r['final'], 'weight_rms'))
+                      for k in S_FACTORS}, limited, **style)
+        w_o = {k: per_seed(runs, k, lambda r: sum(r['final'][f'blocks.{b}.attn.o.weight_rms']
+                                                  for b in range(4)) / 4) for k in S_FACTORS}
+        draw(ax_o, w_o, limited, **style)
         if 'scalars' in name:
-            mult = [mean_over_mlp(by_point[mlp_point(k)['lr_factors']], 'scalar_mult_mean')
-                    for k in ks]
-            ax_mult.plot(ks, mult, **style, label=name)
-    for ax, title in ((ax_loss, 'final val loss'), (ax_rms, 'RMS of W~ (MLP mean), seed 1337'),
-                      (ax_mult, 'learned scalar s (MLP mean)')):
-        ax.set_xscale('log', base=2)
-        ax.set_xlabel('S of gate, up, down / S of the rest')
+            draw(ax_mult, {k: per_seed(runs, k, lambda r: mlp_mean(r['final'], 'scalar_mult_mean'))
+                           for k in S_FACTORS}, limited, **style)
+        ax = outputs[i]
+        for block in range(4):
+            draw(ax, {k: per_seed(runs, k, lambda r: r['final'][f'blocks.{block}.output_rms'])
+                      for k in S_FACTORS}, limited, color=f'C{block + 4}', label=f'block {block}')
+        ax.set_title(f'{name}: RMS of each block\'s output', fontsize=9)
+        ax.set_yscale('log', base=2)
+        ax.set_ylim(2 ** -6, 2 ** 2)
+    rms_centre = mean_std(per_seed(records['adam'], 1,
+                                   lambda r: mlp_mean(r['final'], 'weight_rms')))[0]
+    ax_rms.plot(S_FACTORS, [rms_centre * k for k in S_FACTORS], 'k:', lw=1, label='∝ S (slope 1)')
+    ax_mult.axhline(1 + REACH, color='red', lw=0.8, ls=':',
+                    label=f'1 + reach ({REACH:.2f}): the most Adam can move it')
+    ax_mult.plot(S_FACTORS, [1 / k for k in S_FACTORS], 'k:', lw=1, label='∝ 1/S (slope -1)')
+    for ax, title in ((ax_loss, 'final val loss'), (ax_rms, 'RMS of W~ (mean over the MLP)'),
+                      (ax_mult, 'learned scalar s (mean over the MLP)'),
+                      (ax_o, 'RMS of W_O (mean over blocks): not swept')):
         ax.set_title(title, fontsize=9)
-    ax_rms.set_yscale('log', base=2)
-    ax_mult.set_yscale('log', base=2)
-    ax_loss.legend(fontsize=8)
+    for ax in axes.flat:
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(S_FACTORS, [f'{k:g}' for k in S_FACTORS])
+        ax.set_xlabel('k = S of gate, up, down / S of the rest', fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in (ax_rms, ax_mult, ax_o):
+        ax.set_yscale('log', base=2)
+    keys = [Line2D([], [], marker='o', color='gray', label='filled: mean ± std, seeds 1337, 1338'),
+            Line2D([], [], marker='o', color='gray', mfc='white', label='open: seed 1337 alone'),
+            Line2D([], [], marker='o', ms=11, ls='', mfc='none', mec='red',
+                   label='speed-limited: reach < 2 x distance')]
+    handles, _ = ax_loss.get_legend_handles_labels()
+    ax_loss.legend(handles=handles + keys, fontsize=6.5)
+    ax_rms.legend(fontsize=7)
+    ax_mult.legend(fontsize=7)
+    outputs[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == '__main__':
-    losses, records = sweep()
+    records = sweep()
     with open(os.path.join(HERE, 'results.md'), 'w') as f:
-        f.write(table(losses))
-    print(table(losses))
+        f.write(tables(records))
+    print(tables(records))
     try:
-        plot(losses, records, os.path.join(HERE, 'mlp_sweep.png'))
+        plot(records, os.path.join(HERE, 'mlp_sweep.png'))
     except ImportError:
         print('no figure: pip install matplotlib')
