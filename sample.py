@@ -2,35 +2,30 @@
 Sample from a model trained by train.py, optionally with its multipliers folded into plain weights.
 
     python sample.py --out_dir out --prompt "ROMEO:" --max_new_tokens 300
-    python sample.py --out_dir out --fold --export out/folded.pt  # multipliers in W: zero cost
-    python sample.py --out_dir out --fold --export_hf out/hf  # a Llama checkpoint for transformers
+    python sample.py --out_dir out --fold  # the same logits from plain matrices: zero cost
+Exports (a folded checkpoint, a Hugging Face Llama checkpoint) are export.py's.
 """
-import os
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from data.common import GPT2_BPE_ENV, GPT2_PATTERN, get_tokenizer
+from data.common import get_tokenizer
 from model import GPT, GPTConfig, doc
-from runtime import (check_ranges, check_writable_folder, fail, load_checkpoint, parse_flags,
-                     pick_device, save_checkpoint)
+from runtime import check_ranges, fail, load_checkpoint, parse_flags, pick_device
 
 
 @dataclass
 class SampleSettings:
     out_dir: str = doc('out', 'folder holding ckpt.pt (written by train.py)')
     ckpt: str = doc('', 'checkpoint path (default: out_dir/ckpt.pt)')
-    prompt: str = doc('\n', 'text to continue')
+    prompt: str = doc('\n', 'text to continue (at least one character)')
     num_samples: int = doc(1, 'samples to draw', allowed='[0, inf)')
     max_new_tokens: int = doc(500, 'tokens per sample', allowed='[0, inf)')
     temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)',
                              allowed='(0, inf)')
     top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)', allowed='[0, inf)')
     fold: bool = doc(False, 'fold the multipliers into the matrices (same logits, baseline size)')
-    export: str = doc('', 'save the (folded) model at this path (a checkpoint sample.py can load)')
-    export_hf: str = doc('', 'write the folded model (implies --fold) and its tokenizer into this '
-                             'folder as a Hugging Face Llama checkpoint (needs transformers)')
     seed: int = doc(1337, 'random seed', allowed='[0, 4294967295]')
     device: str = doc('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
 
@@ -43,141 +38,38 @@ def load_model(s, device):
     return model.eval(), ckpt
 
 
-# -------------------------------------------------------------------------------------------------
-# --export_hf: a folded model is a Llama model (pre-norm RMSNorm with eps 1e-6, rotary positions,
-# separate Q/K/V/O, SiLU-gated MLP, no biases, untied embedding and head, scale 1/sqrt(head size)).
-# Every GPTConfig field maps onto LlamaConfig or folds into the weights (dropout is training only),
-# so every checkpoint can be exported. transformers is imported here only: an optional dependency.
-
-
-def check_export_dir(folder):
-    """Fail in one line, before any work, when --export_hf cannot write its folder."""
+def encode_prompt(prompt, tokenizer, vocab_size):
+    """The prompt's token ids, or a one-line error (exit 2) for a prompt the model cannot continue:
+    empty, a character outside a char vocabulary, text UTF-8 cannot hold (a lone surrogate from an
+    undecodable argv byte), an id beyond the model's vocabulary. Any length: generate() crops the
+    context to the last block_size tokens."""
+    if not prompt:
+        fail('--prompt is empty: give at least one character to continue')
     try:
-        import transformers  # noqa: F401
-    except ImportError:
-        fail('--export_hf needs transformers (pip install transformers)')
-    check_writable_folder(folder, '--export_hf')
-
-
-def llama_config(model, meta):
-    """transformers' LlamaConfig of the same sizes as the (folded) model."""
-    from transformers import LlamaConfig
-    c = model.config
-    eos = 50256 if meta['tokenizer'] == 'gpt2' else None  # GPT-2's <|endoftext|>; none in others
-    llama = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd,
-                        intermediate_size=model.blocks[0].mlp.up.weight.size(0),
-                        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-                        num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head,
-                        max_position_embeddings=c.block_size, rms_norm_eps=1e-6,  # model.RMSNorm's
-                        rope_parameters=dict(rope_type='default', rope_theta=c.rope_base),
-                        attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-                        bos_token_id=eos, eos_token_id=eos,
-                        dtype=str(model.head.weight.dtype).removeprefix('torch.'))
-    llama.rope_theta = c.rope_base  # also at the top level, where transformers < 5 reads it
-    return llama
-
-
-def rope_to_llama(w, n_head):
-    """W_Q or W_K with the second half of each head's rows negated. Our rotation turns each pair
-    (x1, x2) by -theta, Llama's by +theta; with x2 negated they agree, and so do all q . k."""
-    sign = w.new_tensor([1.0, -1.0]).view(2, 1, 1)  # x1 rows kept, x2 rows negated
-    return (w.view(n_head, 2, -1, w.size(1)) * sign).view_as(w)
-
-
-def llama_state_dict(model):
-    """The folded model's weights under the names of transformers' LlamaForCausalLM."""
-    n_head = model.config.n_head
-    weights = {'model.embed_tokens.weight': model.embed.weight.t(),  # (n_embd, vocab) -> rows
-               'model.norm.weight': model.norm_out.weight, 'lm_head.weight': model.head.weight}
-    for i, block in enumerate(model.blocks):
-        attn, mlp, layer = block.attn, block.mlp, f'model.layers.{i}'
-        weights |= {
-            f'{layer}.input_layernorm.weight': block.norm_attn.weight,
-            f'{layer}.self_attn.q_proj.weight': rope_to_llama(attn.q.weight, n_head),
-            f'{layer}.self_attn.k_proj.weight': rope_to_llama(attn.k.weight, n_head),
-            f'{layer}.self_attn.v_proj.weight': attn.v.weight,
-            f'{layer}.self_attn.o_proj.weight': attn.o.weight,
-            f'{layer}.post_attention_layernorm.weight': block.norm_mlp.weight,
-            f'{layer}.mlp.gate_proj.weight': mlp.gate.weight,
-            f'{layer}.mlp.up_proj.weight': mlp.up.weight,
-            f'{layer}.mlp.down_proj.weight': mlp.down.weight,
-        }
-    return {name: w.detach().contiguous() for name, w in weights.items()}
-
-
-def hf_tokenizer(meta):
-    """The dataset's tokenizer as a transformers tokenizer that gives nanoLRM's ids. GPT-2's is
-    built from the local .tiktoken ranks; FileNotFoundError when there are none."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter, bytes_to_unicode
-    if meta['tokenizer'] == 'char':  # each character a word of its own, its id its place in chars
-        tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(meta['chars'])}))
-        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')
-        tokenizer.decoder = decoders.Fuse()  # joined without spaces
-        return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
-    if meta['tokenizer'] == 'byte':  # id = byte value: a byte-level BPE of 256 bytes, no merges
-        byte_to_char = bytes_to_unicode()
-        tokenizer = Tokenizer(models.BPE({byte_to_char[b]: b for b in range(256)}, merges=[]))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
-    path = os.environ.get(GPT2_BPE_ENV, '')
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"GPT-2's BPE ranks are not at hand offline: set ${GPT2_BPE_ENV} "
-                                'to a gpt2.tiktoken file')
-    converter = TikTokenConverter(vocab_file=path, pattern=GPT2_PATTERN,
-                                  extra_special_tokens=['<|endoftext|>'])  # vocab and merges
-    return PreTrainedTokenizerFast(tokenizer_object=converter.converted(),
-                                   bos_token='<|endoftext|>', eos_token='<|endoftext|>')
-
-
-def export_hf(model, meta, folder):
-    """Write the folded model into folder as a Hugging Face Llama checkpoint (config.json and
-    model.safetensors), and its tokenizer beside it where that can be done offline."""
-    from transformers import LlamaForCausalLM
-    with torch.device('meta'):  # no memory and no random init for weights about to be replaced
-        llama = LlamaForCausalLM(llama_config(model, meta))
-    llama.load_state_dict(llama_state_dict(model), assign=True)  # strict: each weight, no other
-    llama.save_pretrained(folder)
-    try:
-        hf_tokenizer(meta).save_pretrained(folder)
-    except FileNotFoundError as err:
-        print(f'--export_hf: no tokenizer written, the weights alone ({err})')
+        ids = tokenizer.encode(prompt)
+    except ValueError as err:  # UnicodeEncodeError included
+        fail(f'--prompt: {err}')
+    if max(ids) >= vocab_size:  # a tokenizer the model was not trained on
+        fail(f"--prompt: token id {max(ids)} is beyond the model's vocabulary of {vocab_size}")
+    return ids
 
 
 def main(argv):
     s = SampleSettings(**parse_flags(argv, SampleSettings))
     check_ranges(s)
-    if s.export:
-        check_writable_folder(os.path.dirname(os.path.abspath(s.export)), '--export')
-        if os.path.isdir(s.export):
-            fail(f'--export {s.export} is a folder, not a file')
-    if s.export_hf:
-        check_export_dir(s.export_hf)
     device, _, _ = pick_device(s.device)
     torch.manual_seed(s.seed)
     model, ckpt = load_model(s, device)
-    fold = s.fold or bool(s.export_hf)  # the export is of the folded model
-    if fold:
+    if s.fold:
         model = model.fold_multipliers()
     n_params = sum(p.numel() for p in model.parameters())
-    folded = ' (multipliers folded)' if fold else ''
+    folded = ' (multipliers folded)' if s.fold else ''
     print(f"{n_params:,} parameters{folded}, trained {ckpt['iter']} iters")
-    if s.export:
-        save_checkpoint(s.export, model, ckpt['settings'], ckpt['meta'], ckpt['iter'])
-        print(f'saved {s.export}')
-    if s.export_hf:
-        export_hf(model, ckpt['meta'], s.export_hf)
-        print(f'saved {s.export_hf} (Hugging Face Llama checkpoint)')
-    tokenizer = get_tokenizer(ckpt['meta'])
     try:
-        start = tokenizer.encode(s.prompt)
-    except ValueError as err:
-        fail(f'--prompt: {err}')
-    if max(start, default=0) >= model.config.vocab_size:  # a tokenizer the model was not trained on
-        fail(f'--prompt: token id {max(start)} is beyond the model\'s vocabulary of '
-             f'{model.config.vocab_size}')
+        tokenizer = get_tokenizer(ckpt['meta'])
+    except RuntimeError as err:  # GPT-2's BPE files, not at hand offline
+        fail(str(err))
+    start = encode_prompt(s.prompt, tokenizer, model.config.vocab_size)
     idx = torch.tensor([start], dtype=torch.long, device=device)
     for _ in range(s.num_samples):
         out = model.generate(idx, s.max_new_tokens, s.temperature, s.top_k or None,

@@ -15,7 +15,8 @@ The sections follow the code they test, in the order a reader meets it:
   train.py     settings and flag errors, the dataset, parameter groups, LR schedule, clipping,
                z-loss, real runs on tiny-shakespeare, the log, resume; every bad value, a diverging
                run, a crash while saving, signals, DDP on 2 processes (torchrun, gloo)
-  sample.py    fold, export (also to Hugging Face), and text that only a trained model writes
+  sample.py    fold, every prompt a user can type, and text that only a trained model writes
+  export.py    the folded checkpoint and the Hugging Face export (transformers; no llama.cpp)
   muon.py      Newton-Schulz, parity with torch.optim.Muon and AdamW, the MuonAdamW class, sharding
   experiments/ the research tools: performance/bench.py, sweep.py, plot.py, abm/abm.py,
                performance/gpu_check.py
@@ -64,6 +65,7 @@ import data.fineweb10B.prepare as fineweb
 import data.shakespeare.prepare as shakespeare_gpt2
 import data.shakespeare_char.prepare as shakespeare_char
 import data.text.prepare as text_prepare
+import export
 import muon
 import runtime
 import sample
@@ -97,7 +99,9 @@ def shakespeare_path():
                   os.path.join(REPO, 'data/shakespeare_char/input.txt'),
                   os.path.join(REPO, '../shared/data/tinyshakespeare/input.txt')]
     path = next((p for p in candidates if p and os.path.exists(p)), None)
-    assert path, 'tiny-shakespeare not found: set TINYSHAKESPEARE=path/to/input.txt'
+    if path is None:  # only where the text is truly nowhere
+        pytest.skip('tiny-shakespeare not found: set TINYSHAKESPEARE=path/to/input.txt, or run '
+                    'train.py once (it keeps the text in data/shakespeare_char/)')
     return path
 
 
@@ -350,8 +354,9 @@ def test_each_flag_adds_exactly_its_multipliers(placement, combo):
             if p is not None:
                 n_out, n_in = layer.weight.shape
                 assert p.shape == {'scalar': (), 'row': (n_out,), 'col': (n_in,)}[kind]
-        # paper: no row or column multipliers on the head
-        assert name != 'head' or (layer.row_mult is None and layer.col_mult is None)
+        # paper: no row or column multipliers on the head (head_rows: the ablation that adds rows)
+        assert name != 'head' or layer.col_mult is None
+        assert name != 'head' or layer.row_mult is None or placement == 'head_rows'
     n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
     n_base = sum(p.numel() for p in GPT(tiny_config()).parameters())
     assert sum(p.numel() for p in model.parameters()) == n_base + n_mults
@@ -453,6 +458,19 @@ def test_mlp_placement_puts_multipliers_on_the_mlp_alone():
     assert owners == {f'blocks.{i}.mlp.{m}' for i in range(2) for m in ('gate', 'up', 'down')}
 
 
+def test_head_rows_and_no_embed_placements_add_and_remove_exactly_their_multipliers():
+    def owners(placement):
+        model = GPT(tiny_config(mult_placement=placement, row_mult=True, col_mult=True))
+        return {n for n, p in model.named_parameters() if '_mult' in n}, model
+
+    all_mults, _ = owners('all')
+    head_rows, model = owners('head_rows')
+    assert head_rows - all_mults == {'head.row_mult'} and all_mults <= head_rows
+    assert model.head.row_mult.shape == (65,)  # one per token: it can fit token frequencies
+    no_embed, _ = owners('no_embed')
+    assert all_mults - no_embed == {'embed.row_mult', 'embed.col_mult'} and no_embed <= all_mults
+
+
 @pytest.mark.parametrize('final_gain, n_gain', [('vector', 32), ('scalar', 1), ('fixed', 0)])
 def test_final_gain_is_a_vector_a_scalar_or_fixed_to_one(final_gain, n_gain):
     model = GPT(tiny_config(final_gain=final_gain))
@@ -475,7 +493,7 @@ def test_observables_show_the_qk_symmetry_drift_that_leaves_the_logits_unchanged
     model = GPT(tiny_config(row_mult=True))
     idx = torch.randint(0, 65, (2, 32))
     before, acts = model(idx, idx)[0], model.activation_rms(idx)
-    assert set(acts) == {'blocks.0.output_rms', 'blocks.1.output_rms', 'logits_rms'}
+    assert {'blocks.0.output_rms', 'blocks.1.output_rms', 'logits_rms'} <= set(acts)
     assert math.isclose(acts['logits_rms'], before.pow(2).mean().sqrt().item(), rel_tol=1e-5)
     with torch.no_grad():  # along the symmetry: Q's rows x t, K's rows / t (equal t in each
         t = torch.linspace(0.5, 8.0, 8).repeat(4)  # rotary pair: dims i and i + 8 of a head)
@@ -489,6 +507,59 @@ def test_observables_show_the_qk_symmetry_drift_that_leaves_the_logits_unchanged
     assert 'blocks.0.attn.qk_ratio_max' not in GPT(tiny_config()).observables()
 
 
+def test_every_logged_activation_equals_its_rms_computed_by_hand():
+    torch.manual_seed(0)
+    model = GPT(tiny_config(row_mult=True, col_mult=True, dropout=0.1))
+    idx = torch.randint(0, 65, (2, 32))
+    acts = model.activation_rms(idx)
+    assert model.training  # evaluated in eval mode (no dropout), then given back
+    model.eval()
+    rms = lambda x: x.pow(2).mean().sqrt().item()  # noqa: E731
+    expected, x = {}, model.embed.columns(idx)
+    for i, block in enumerate(model.blocks):  # x + attn(norm(x)), then + W_down (SiLU(gate) * up)
+        attn = block.attn(block.norm_attn(x), model.rope_cos, model.rope_sin)
+        x = x + attn
+        h = block.norm_mlp(x)
+        hidden = torch.nn.functional.silu(block.mlp.gate(h)) * block.mlp.up(h)
+        mlp = block.mlp.down(hidden)
+        x = x + mlp
+        expected |= {f'blocks.{i}.attn.output_rms': rms(attn), f'blocks.{i}.output_rms': rms(x),
+                     f'blocks.{i}.mlp.output_rms': rms(mlp), f'blocks.{i}.mlp.hidden_rms': rms(hidden)}
+    expected['logits_rms'] = rms(model.head(model.norm_out(x)))
+    assert set(acts) == set(expected)
+    for name, value in expected.items():
+        assert math.isclose(acts[name], value, rel_tol=1e-5), name
+
+
+def test_qk_drift_statistics_equal_a_hand_computation():
+    model = GPT(tiny_config(scalar_mult=True, row_mult=True))
+    q_rows = torch.tensor([1.0, 2.0, 4.0, 8.0, 0.5, 1.0, 1.0, 1e-6] * 4)  # one dead row in 8
+    k_rows = torch.tensor([1.0, 0.5, 1.0, 2.0, 1.0, 3.0, 1.0, 1.0] * 4)
+    with torch.no_grad():
+        attn = model.blocks[1].attn
+        attn.q.row_mult.copy_(q_rows)
+        attn.k.row_mult.copy_(k_rows)
+        attn.q.scalar_mult.fill_(2.0)  # (s r)_Q = 2 q_rows
+    stats = model.observables()
+    ratio, product = (2 * q_rows / k_rows).numpy(), (2 * q_rows * k_rows).numpy()
+    for name, x in (('ratio', ratio), ('product', product)):
+        q1, median, q3 = np.percentile(np.log10(x.astype(np.float64)), [25, 50, 75])
+        assert math.isclose(stats[f'blocks.1.attn.qk_log_{name}_median'], median, abs_tol=1e-5)
+        assert math.isclose(stats[f'blocks.1.attn.qk_log_{name}_iqr'], q3 - q1, abs_tol=1e-5)
+    assert math.isclose(stats['blocks.1.attn.qk_ratio_min'], ratio.min(), rel_tol=1e-5)
+    assert math.isclose(stats['blocks.1.attn.qk_ratio_max'], ratio.max(), rel_tol=1e-5)
+    assert stats['blocks.0.attn.qk_log_ratio_iqr'] == 0.0  # untouched: every ratio is 1
+
+
+def test_a_misspelled_matrix_or_kind_in_placements_fails_at_import():
+    source = Path(REPO, 'model.py').read_text()
+    for typo in ("'mlp': dict(gaet=ANY", "'mlp': dict(gate=('scalar', 'rows')"):
+        broken = source.replace("'mlp': dict(gate=ANY", typo, 1)
+        assert broken != source
+        with pytest.raises(ValueError, match="PLACEMENTS\\['mlp'\\]"):
+            exec(compile(broken, 'model.py', 'exec'), {'__name__': 'model_with_a_typo'})
+
+
 def test_generate_samples_only_the_tokenizers_ids_of_a_padded_vocabulary():
     torch.manual_seed(0)
     model = GPT(tiny_config(vocab_size=512)).eval()  # --vocab_size 512 over a vocabulary of 65
@@ -499,19 +570,50 @@ def test_generate_samples_only_the_tokenizers_ids_of_a_padded_vocabulary():
     assert model.generate(torch.zeros(1, 1, dtype=torch.long), 50).max() >= 65  # without it
 
 
+@pytest.mark.parametrize('combo', ALL_COMBOS[1:])
+def test_log_scale_multipliers_start_at_the_same_logits_and_scale_the_gradient_by_m(combo):
+    # --log_mult (rule 3's ablation): m = exp(rho), rho the parameter, so dL/drho = m dL/dm
+    fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2)
+    models = []
+    for log_mult in (False, True):
+        torch.manual_seed(0)
+        models.append(GPT(tiny_config(log_mult=log_mult, **combo, **fixed)))
+    plain, log_scale = models
+    idx = torch.randint(0, 65, (2, 32))
+    assert torch.allclose(log_scale(idx, idx)[0], plain(idx, idx)[0], atol=1e-6)  # at init
+    with torch.no_grad():  # the same multipliers m, away from their start
+        for p, rho in zip(plain.params_by_kind()['multipliers'],
+                          log_scale.params_by_kind()['multipliers']):
+            p.mul_(torch.empty_like(p).uniform_(0.5, 2.0))
+            rho.copy_(p.log())
+    plain_loss, log_loss = plain(idx, idx)[1], log_scale(idx, idx)[1]
+    assert torch.allclose(log_loss, plain_loss, rtol=1e-5)
+    plain_loss.backward()
+    log_loss.backward()
+    for m, rho in zip(plain.params_by_kind()['multipliers'],
+                      log_scale.params_by_kind()['multipliers']):
+        assert torch.allclose(rho.grad, m.detach() * m.grad, rtol=1e-4, atol=1e-9)
+    observed = log_scale.observables()  # the logged multipliers are m, not rho
+    for name, value in plain.observables().items():
+        if '_mult_' in name or 'qk_' in name:
+            assert math.isclose(observed[name], value, rel_tol=1e-4, abs_tol=1e-6), name
+
+
 # --------------------------------------------------------------------------------------------------
 # model.py: folding the multipliers into plain weights
 
 
+@pytest.mark.parametrize('log_mult', [False, True])
 @pytest.mark.parametrize('placement', PLACEMENTS)
 @pytest.mark.parametrize('combo', ALL_COMBOS)
-def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement, combo):
+def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement, combo, log_mult):
     fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2, attn_out_mult=0.9,
                  mlp_out_mult=1.1)
-    model = GPT(tiny_config(mult_placement=placement, **combo, **fixed))
-    with torch.no_grad():  # trained multipliers are not 1: move them
+    model = GPT(tiny_config(mult_placement=placement, log_mult=log_mult, **combo, **fixed))
+    with torch.no_grad():  # trained multipliers are not 1: move them (m x u, or rho + log u)
         for p in model.params_by_kind()['multipliers']:
-            p.mul_(torch.empty_like(p).uniform_(0.5, 2.0))
+            u = torch.empty_like(p).uniform_(0.5, 2.0)
+            p.add_(u.log()) if log_mult else p.mul_(u)
     folded = model.fold_multipliers()
     idx = torch.randint(0, 65, (2, 32))
     logits, folded_logits = model(idx, idx)[0], folded(idx, idx)[0]
@@ -555,11 +657,24 @@ def test_train_says_how_to_pass_a_local_file_when_the_text_cannot_be_had(tmp_pat
                                                                           capsys):
     # nothing listens on port 1
     monkeypatch.setattr(shakespeare_char, 'URL', 'http://127.0.0.1:1/input.txt')
-    monkeypatch.setattr(train, 'REPO', str(tmp_path))  # no data/shakespeare_char/meta.json there
+    monkeypatch.setattr(common, 'DATA_ROOT', str(tmp_path))  # no shakespeare_char/meta.json there
     monkeypatch.setattr(shakespeare_char, 'prepare',
                         functools.partial(shakespeare_char.prepare, out_folder=tmp_path))
     assert_exits_2_in_one_line(lambda: train.main(['--device', 'cpu', '--max_iters', '0']), capsys,
                                '--input PATH')
+
+
+def test_input_keeps_its_text_in_the_dataset_folder_as_the_download_does(tmp_path, monkeypatch):
+    # offline: train.py --input prepares the dataset, and the text stays where the tests look
+    monkeypatch.setattr(common, 'DATA_ROOT', str(tmp_path))
+    folder = tmp_path / 'shakespeare_char'
+    monkeypatch.setattr(shakespeare_char, 'prepare',
+                        functools.partial(shakespeare_char.prepare, out_folder=str(folder)))
+    train.main(['--device', 'cpu', '--max_iters', '0', '--n_layer', '1', '--n_embd', '16',
+                '--n_head', '2', '--block_size', '8', '--eval_iters', '1', '--sample_tokens', '0',
+                '--out_dir', str(tmp_path / 'out'), '--input', shakespeare_path()])
+    assert (folder / 'input.txt').read_text() == Path(shakespeare_path()).read_text()
+    assert (folder / 'meta.json').exists() and (folder / 'train.bin').exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -729,11 +844,10 @@ def test_weights_built_once_per_step_give_the_same_loss_and_gradients(placement,
     for built_once in (False, True):
         torch.manual_seed(0)
         model, groups, _ = train.build(s, 65, torch.device('cpu'))
-        optimizer, next_batch = KeepGradients(), iter(batches).__next__
+        optimizer, micro_batches = KeepGradients(), [(x, x) for x in batches]
         scaler = torch.amp.GradScaler('cpu', enabled=False)
-        loss, norms = train.train_step(model, optimizer, scaler, groups, s,
-                                       lambda: (next_batch(),) * 2, nullcontext(),
-                                       model.weights_built_once if built_once else None)
+        loss, norms = train.train_step(model, optimizer, scaler, groups, s, micro_batches,
+                                       nullcontext(), model.weights_built_once if built_once else None)
         assert all(m.built_weight is None for m in model.matrix_layers().values())
         results.append((loss, norms, optimizer.grads))
     (plain_loss, plain_norms, plain_grads), (once_loss, once_norms, once_grads) = results
@@ -756,8 +870,7 @@ def test_z_loss_adds_its_term_and_pulls_the_normalizer_to_zero(char_data):
         # CE + z * lse^2
         expected = cross_entropy + z_loss * torch.logsumexp(logits, -1).pow(2).mean()
         scaler = torch.amp.GradScaler('cpu', enabled=False)
-        losses = [train.train_step(model, optimizer, scaler, groups, s, lambda: (x, y),
-                                   nullcontext())[0]
+        losses = [train.train_step(model, optimizer, scaler, groups, s, [(x, y)], nullcontext())[0]
                   for _ in range(n)]
         return expected, losses[0], torch.logsumexp(model(x, y)[0], -1).abs().mean()
 
@@ -797,10 +910,10 @@ def test_log_carries_the_pre_clip_gradient_norms(char_data, tmp_path, mult_flags
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
-def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer):
+@pytest.mark.parametrize('optimizer, log_mult', [('adamw', False), ('muon', False), ('adamw', True)])
+def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer, log_mult):
     flags = ['--eval_interval', '10', '--lr_decay_iters', '20', '--row_mult', '--col_mult',
-             '--dropout', '0.1', '--optimizer', optimizer]
+             '--dropout', '0.1', '--optimizer', optimizer, f'--log_mult={log_mult}']
     full = run(char_data, tmp_path / 'full', '--max_iters', '20', *flags)
     run(char_data, tmp_path / 'parts', '--max_iters', '10', *flags)
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '20', '--resume')
@@ -972,7 +1085,7 @@ def test_a_step_whose_gradients_overflowed_leaves_the_weights_unchanged():
     x = torch.randint(0, 65, (2, 8))
     model.head.weight.register_hook(lambda grad: grad * float('inf'))  # an overflow
     scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 16)
-    loss, (rest_norm, _) = train.train_step(model, optimizer, scaler, groups, s, lambda: (x, x),
+    loss, (rest_norm, _) = train.train_step(model, optimizer, scaler, groups, s, [(x, x)],
                                             nullcontext())
     assert math.isfinite(loss.item()) and not math.isfinite(rest_norm.item())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -1210,14 +1323,16 @@ def test_ddp_resume_reproduces_the_uninterrupted_run(char_data, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# sample.py: fold, export, generate
+# sample.py and export.py: fold, export, generate
 
 
 @pytest.mark.slow
 def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir, char_data,
                                                                  tmp_path, capsys):
-    export = trained_out_dir / 'folded.pt'
-    out, text = sample_text(capsys, trained_out_dir, '--fold', '--export', str(export))
+    folded_pt = trained_out_dir / 'folded.pt'
+    export.main(['--out_dir', str(trained_out_dir), '--pt', str(folded_pt)])
+    assert f'saved {folded_pt}' in capsys.readouterr().out
+    out, text = sample_text(capsys, trained_out_dir, '--fold')
     assert '(multipliers folded)' in out and len(text) == 200
     # what training taught: mostly lowercase letters and spaces (here 0.9; untrained: about 0.4)
     assert lowercase_share(text) > 0.75, text
@@ -1226,7 +1341,7 @@ def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir,
     _, untrained_text = sample_text(capsys, tmp_path)
     assert lowercase_share(untrained_text) < 0.6, untrained_text
     original, _ = sample.load_model(sample.SampleSettings(out_dir=str(trained_out_dir)), 'cpu')
-    folded, _ = sample.load_model(sample.SampleSettings(ckpt=str(export)), 'cpu')
+    folded, _ = sample.load_model(sample.SampleSettings(ckpt=str(folded_pt)), 'cpu')
     assert not folded.params_by_kind()['multipliers'] and original.params_by_kind()['multipliers']
     idx = torch.randint(0, 65, (1, 32))
     assert torch.allclose(folded(idx, idx)[0], original(idx, idx)[0], rtol=1e-5, atol=1e-5)
@@ -1238,7 +1353,7 @@ GPT2_BPE_FILE = Path(REPO).parent / 'shared/data/gpt2/gpt2.tiktoken'  # GPT-2's 
 def import_transformers(monkeypatch):
     """transformers, reading local folders only (no network), or skip the test saying why."""
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    return pytest.importorskip('transformers', reason='sample.py --export_hf needs transformers')
+    return pytest.importorskip('transformers', reason='export.py --hf needs transformers')
 
 
 @pytest.mark.slow
@@ -1252,9 +1367,9 @@ def test_export_hf_gives_transformers_llama_the_same_logits_and_greedy_tokens(
     run(char_data, tmp_path, '--max_iters', '30', '--eval_interval', '30', '--learning_rate',
         '3e-3', *every_multiplier)
     hf_dir = tmp_path / 'hf'
-    sample.main(['--out_dir', str(tmp_path), '--export_hf', str(hf_dir), '--num_samples', '0',
-                 '--device', 'cpu'])
-    assert f'saved {hf_dir}' in capsys.readouterr().out
+    export.main(['--out_dir', str(tmp_path), '--hf', str(hf_dir)])
+    out = capsys.readouterr().out
+    assert f'saved {hf_dir}' in out and 'GPT-2-tokenized' in out  # a char model: not llama.cpp's
     config = json.loads((hf_dir / 'config.json').read_text())
     assert config['architectures'] == ['LlamaForCausalLM'] and not config['tie_word_embeddings']
     assert config['rope_theta'] == 500 and not config['attention_bias'] and not config['mlp_bias']
@@ -1284,20 +1399,24 @@ def test_export_hf_writes_gpt2_tokenizer_from_the_local_tiktoken_ranks(tmp_path,
         pytest.skip(f'no GPT-2 BPE file at {GPT2_BPE_FILE}')
     monkeypatch.setenv(common.GPT2_BPE_ENV, str(GPT2_BPE_FILE))
     model = GPT(tiny_config(vocab_size=50304, n_embd=8, n_layer=1))  # GPT-2's vocab, padded
-    sample.export_hf(model, {'tokenizer': 'gpt2'}, tmp_path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert tokenizer.encode('Hello world') == [15496, 995] and tokenizer.eos_token_id == 50256
+    export.export_hf(model, {'tokenizer': 'gpt2'}, tmp_path)
+    # the class transformers 4.x (llama.cpp's converter pins 4.57) and 5.x both load by name
+    config = json.loads((tmp_path / 'tokenizer_config.json').read_text())
+    assert config['tokenizer_class'] == 'PreTrainedTokenizerFast'
     text = Path(shakespeare_path()).read_text(encoding='utf-8')[:20000] + '<|endoftext|>é 🙂'
-    ids = tokenizer.encode(text)
-    assert ids == get_tokenizer({'tokenizer': 'gpt2'}).encode(text)  # tiktoken's ids
-    assert tokenizer.decode(ids) == text
+    for tokenizer_class in (transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast):
+        tokenizer = tokenizer_class.from_pretrained(tmp_path)
+        assert tokenizer.encode('Hello world') == [15496, 995] and tokenizer.eos_token_id == 50256
+        ids = tokenizer.encode(text)
+        assert ids == get_tokenizer({'tokenizer': 'gpt2'}).encode(text)  # tiktoken's ids
+        assert tokenizer.decode(ids) == text
     assert json.loads((tmp_path / 'config.json').read_text())['eos_token_id'] == 50256
 
 
 def test_export_hf_without_gpt2_ranks_writes_the_weights_alone(tmp_path, monkeypatch, capsys):
     transformers = import_transformers(monkeypatch)
     monkeypatch.delenv(common.GPT2_BPE_ENV, raising=False)
-    sample.export_hf(GPT(tiny_config(vocab_size=50257, n_embd=8, n_layer=1)), {'tokenizer': 'gpt2'},
+    export.export_hf(GPT(tiny_config(vocab_size=50257, n_embd=8, n_layer=1)), {'tokenizer': 'gpt2'},
                      tmp_path)
     out = capsys.readouterr().out
     assert 'no tokenizer written' in out and common.GPT2_BPE_ENV in out and out.count('\n') == 1
@@ -1305,13 +1424,19 @@ def test_export_hf_without_gpt2_ranks_writes_the_weights_alone(tmp_path, monkeyp
     assert transformers.LlamaForCausalLM.from_pretrained(tmp_path).config.vocab_size == 50257
 
 
-def test_export_hf_byte_tokenizer_round_trips_non_ascii(tmp_path, monkeypatch):
+def test_export_hf_byte_tokenizer_round_trips_non_ascii(tmp_path, monkeypatch, capsys):
     transformers = import_transformers(monkeypatch)
-    sample.export_hf(GPT(tiny_config(vocab_size=256)), {'tokenizer': 'byte'}, tmp_path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    export.export_hf(GPT(tiny_config(vocab_size=256)), {'tokenizer': 'byte'}, tmp_path)
+    # llama.cpp's converter refuses it: said in one line of the export's output
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and 'llama.cpp' in out and 'GPT-2-tokenized' in out
+    config = json.loads((tmp_path / 'tokenizer_config.json').read_text())
+    assert config['tokenizer_class'] == 'PreTrainedTokenizerFast'
     text = 'héllo wörld, naïve café — 日本語 🙂\n  x' * 5
-    assert tokenizer.encode(text) == list(text.encode('utf-8'))
-    assert tokenizer.decode(tokenizer.encode(text)) == text
+    for tokenizer_class in (transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast):
+        tokenizer = tokenizer_class.from_pretrained(tmp_path)
+        assert tokenizer.encode(text) == list(text.encode('utf-8'))
+        assert tokenizer.decode(tokenizer.encode(text)) == text
 
 
 @pytest.mark.parametrize('bad', ['a_file', 'below_a_file', 'no_transformers'])
@@ -1323,10 +1448,62 @@ def test_export_hf_bad_folder_or_no_transformers_exit_2_in_one_line(tmp_path, mo
         monkeypatch.setitem(sys.modules, 'transformers', None)  # import transformers fails
     else:
         import_transformers(monkeypatch)
-    argv = ['--out_dir', str(tmp_path), '--export_hf', str(folder), '--device', 'cpu']
+    argv = ['--out_dir', str(tmp_path), '--hf', str(folder)]
     # it fails before the checkpoint is read: there is none
-    err = assert_exits_2_in_one_line(lambda: sample.main(argv), capsys, '--export_hf')
+    err = assert_exits_2_in_one_line(lambda: export.main(argv), capsys, '--hf')
     assert ('needs transformers' in err) == (bad == 'no_transformers')
+
+
+@pytest.mark.parametrize('argv, named', [([], 'nothing to export'), (['--pt', '.'], '--pt')])
+def test_export_without_a_target_or_to_a_folder_exits_2_in_one_line(tmp_path, capsys, argv, named):
+    argv = ['--out_dir', str(tmp_path), *argv]  # no checkpoint there: it fails before reading one
+    assert_exits_2_in_one_line(lambda: export.main(argv), capsys, named)
+
+
+def tiny_checkpoint(folder, meta, vocab_size):
+    """An untrained tiny model's checkpoint in folder/ckpt.pt, block_size 32, for sample.py."""
+    model = GPT(tiny_config(vocab_size=vocab_size, n_embd=16, n_layer=1))
+    runtime.save_checkpoint(str(folder / 'ckpt.pt'), model, {}, meta, 0)
+
+
+PROMPTS = [  # (tokenizer, prompt, what sample.py does: sample, or exit 2 naming the text)
+    ('char', 'ROMEO:', 'sample'),
+    ('char', '\n', 'sample'),  # the default
+    ('char', 'a' * 100, 'sample'),  # longer than block_size: the context is its last 32 tokens
+    ('char', '-', 'sample'),
+    ('char', '', '--prompt is empty'),
+    ('char', 'ROMÉO', "'É' is not in the vocabulary"),
+    ('char', '\udcff', 'is not in the vocabulary'),  # an undecodable argv byte (surrogateescape)
+    ('byte', '', '--prompt is empty'),
+    ('byte', 'héllo 日本語 🙂' * 10, 'sample'),
+    ('byte', '\udcff', 'surrogates not allowed'),
+    ('gpt2', '<|endoftext|>Hi 🙂 \udcff' * 20, 'sample'),  # tiktoken: a lone surrogate as U+FFFD
+    ('gpt2', '', '--prompt is empty'),
+    ('gpt2 in 65 ids', 'Hello', "beyond the model's vocabulary of 65"),
+]
+
+
+@pytest.mark.parametrize('kind, prompt, expected', PROMPTS)
+def test_sample_continues_every_prompt_or_refuses_it_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                 kind, prompt, expected):
+    monkeypatch.setenv(common.GPT2_BPE_ENV, str(GPT2_BPE_FILE))
+    if kind.startswith('gpt2') and not GPT2_BPE_FILE.exists():
+        pytest.skip(f'no GPT-2 BPE file at {GPT2_BPE_FILE}')
+    meta, vocab_size = {'char': ({'tokenizer': 'char', 'chars': string.printable}, 100),
+                        'byte': ({'tokenizer': 'byte'}, 256),
+                        'gpt2': ({'tokenizer': 'gpt2'}, 50304),
+                        'gpt2 in 65 ids': ({'tokenizer': 'gpt2'}, 65)}[kind]
+    tiny_checkpoint(tmp_path, meta, vocab_size)
+    argv = ['--out_dir', str(tmp_path), '--prompt', prompt, '--max_new_tokens', '5', '--device',
+            'cpu']
+    if expected != 'sample':
+        assert_exits_2_in_one_line(lambda: sample.main(argv), capsys, '--prompt', expected)
+        return
+    sample.main(argv)
+    out = capsys.readouterr().out
+    assert out.count('---------------') == 1
+    if kind != 'gpt2':  # tiktoken's decoding turns the surrogate into U+FFFD
+        assert prompt in out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1675,6 +1852,11 @@ def test_plot_writes_every_figure(tiny_sweep, tmp_path):
         assert out.read_bytes().startswith(b'\x89PNG') and out.stat().st_size > 5000
     gap = json.loads((tmp_path / 'clipping.json').read_text())['val_loss_gap']
     assert [iters for iters, _ in gap['1337']] == [0, 2, 4]
+    run_dir = out_dir / 'runs' / records[0]['name']
+    plot.main(['curves', str(run_dir)])  # without --out: beside the run, not in the current folder
+    assert (run_dir / 'curves.png').read_bytes().startswith(b'\x89PNG')
+    plot.main(['sweep', results, '--x', 'matrix_lr'])
+    assert (out_dir / 'sweep.png').exists()
 
 
 @pytest.mark.slow
@@ -1706,31 +1888,77 @@ def test_abm_norm_settles_at_sqrt_lr_over_wd(optimizer):
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_every_step_at_toy_size_on_cpu(tmp_path):
-    text = Path(REPO).parent / 'shared/data/tinyshakespeare/input.txt'
-    if not text.exists():
-        pytest.skip(f'no tiny-shakespeare at {text}')
-    shakespeare_char.prepare(input_path=str(text), out_folder=str(tmp_path / 'data'))
-    out = tmp_path / 'gpu_check.json'
-    assert gpu_check.main(['--device', 'cpu', '--out', str(out), '--input', str(text),
-                           '--dataset', str(tmp_path / 'data')]) == 0
+def test_gpu_check_runs_every_check_at_toy_size_on_cpu(char_data, tmp_path):
+    out = tmp_path / 'out' / 'gpu_check.json'
+    assert gpu_check.main(['--device', 'cpu', '--out', str(out), '--dataset', char_data]) == 0
     results = json.loads(out.read_text())
     checks = {check['name']: check for check in results['checks']}
-    features = [f'{optimizer} {multipliers}{per}' for optimizer in ('adamw', 'muon')
-                for multipliers in ('none', 's+r+c', 'r+c symmetry_free')
-                for per in (('',) if multipliers == 'none' else ('', ' per micro-batch'))]
-    cuda_only = ['float16', 'torchrun', 'cpu_to_cuda']
-    assert list(checks) == [*features, 'resume adamw', 'resume muon', *cuda_only, 'fold']
-    for name, check in checks.items():  # each names its failure: the last line of its stderr
+    cuda_only = ['float16', 'cpu_to_cuda', 'torchrun']
+    assert list(checks) == ['preflight', *gpu_check.FEATURES, 'build_once', 'compiled vs eager',
+                            'resume adamw', 'resume muon', *cuda_only, 'ddp', 'fold',
+                            'bench 0.5M', 'bench 16k']
+    for name, check in checks.items():  # a failure says why, with the end of its stderr
         expected = 'skipped: needs CUDA' if name in cuda_only else 'ok'
-        assert check['status'] == expected, (name, check['last_stderr'])
-    assert checks['resume adamw']['max_relative_diff'] <= 1e-6  # the uninterrupted run's losses
-    assert results['torch'] and results['device'].startswith('CPU')
-    assert [table['name'] for table in results['bench']] == ['bench 16k', 'bench 0.5M']
-    for table in results['bench']:
-        assert table['status'] == 'ok', table['last_stderr']
-        assert '| adamw |' in table['output'] and '| Muon / AdamW |' in table['output']
-    assert 's+r+c per micro-batch' in results['bench'][1]['output']  # grad_accum 32 column
+        assert check['status'] == expected, (name, check.get('why'), check.get('stderr_tail'))
+    assert results['finished'] and results['device'].startswith('CPU')
+    for name in ('build_once', 'compiled vs eager', 'resume adamw', 'resume muon', 'ddp'):
+        diffs = checks[name]['max_relative_diff']  # every logged number compared
+        assert set(diffs) == {'loss', 'grad_norm', 'mult_grad_norm', 'train_loss', 'val_loss'}
+        assert max(diffs.values()) <= checks[name]['tolerance'], (name, diffs)
+    assert checks['resume adamw']['tolerance'] == 1e-6  # the CPU resumes exactly
+    for name in ('bench 16k', 'bench 0.5M'):
+        output = checks[name]['output']
+        assert '| adamw |' in output and '| Muon / AdamW |' in output
+    assert 's+r+c per micro-batch' in checks['bench 0.5M']['output']  # --grad_accum > 1's column
+
+
+@pytest.mark.slow
+def test_gpu_check_cut_by_its_budget_still_writes_a_valid_json_and_exits_0(char_data, tmp_path):
+    # time for the preflight and one run: after it, too little is left to start another
+    budget = gpu_check.TERM_WAIT + gpu_check.KILL_WAIT + 5 + 3  # 5: a toy run's min_left
+    out = tmp_path / 'gpu_check.json'
+    assert gpu_check.main(['--device', 'cpu', '--out', str(out), '--dataset', char_data,
+                           '--budget', str(budget)]) == 0
+    results = json.loads(out.read_text())
+    statuses = [(check['name'], check['status']) for check in results['checks']]
+    assert results['finished'] and statuses[0] == ('preflight', 'ok')
+    assert statuses[1] in (('adamw none', 'ok'), ('adamw none', 'skipped: out of time'))
+    assert len(statuses) == 16 and all(status.startswith('skipped: ') for _, status in statuses[2:])
+    assert ('adamw s+r+c', 'skipped: out of time') in statuses
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the processes in /proc (Linux)')
+def test_gpu_check_stops_a_hung_run_and_what_it_started_in_other_sessions(tmp_path, monkeypatch):
+    # as torchrun does: a worker in a session of its own, here one that ignores SIGTERM
+    worker = ('import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+              'print(flush=True); time.sleep(600)')
+    agent = tmp_path / 'agent.py'
+    agent.write_text('import subprocess, sys, time\n'
+                     f'worker = subprocess.Popen([sys.executable, "-c", {worker!r}], '
+                     'start_new_session=True, stdout=subprocess.PIPE)\n'
+                     'worker.stdout.readline()  # SIGTERM is ignored from here\n'
+                     'print(worker.pid, flush=True)\n'
+                     'time.sleep(600)\n')
+    monkeypatch.setattr(gpu_check, 'TERM_WAIT', 1)  # seconds from SIGTERM to SIGKILL
+    plan = dict(deadline=float('inf'), min_left=0, cap=3)
+    record = gpu_check.run(plan, 'hang', sys.executable, agent, output=True)
+    assert record['status'] == 'failed' and record['why'] == 'no result in 3 s (its limit): stopped'
+    assert record['seconds'] < 3 + 1 + gpu_check.KILL_WAIT
+    worker_pid = int(record['output'])
+    stat = Path(f'/proc/{worker_pid}/stat')
+    assert not stat.exists() or stat.read_text().rsplit(')', 1)[1].split()[0] == 'Z'  # ended
+
+
+@pytest.mark.parametrize('argv, named', [
+    (['--device', 'cuda'], 'no CUDA device'),  # on this CPU-only machine
+    (['--device', 'cpu', '--dataset', 'no_such_dataset'], '--dataset no_such_dataset')])
+def test_gpu_check_preflight_fails_in_one_line(argv, named, tmp_path, capsys):
+    if torch.cuda.is_available() and argv[1] == 'cuda':
+        pytest.skip('CUDA is available here')
+    out = tmp_path / 'gpu_check.json'
+    assert_exits_2_in_one_line(lambda: gpu_check.main([*argv, '--out', str(out)]), capsys, named)
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------------------------------
