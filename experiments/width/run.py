@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
-from recipe import MODEL, SEEDS, equilibrium_run, schedule_sum  # noqa: E402
+from recipe import MODEL, SEEDS, equilibrium_run, schedule_sum, write_report  # noqa: E402
 from sweep import run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,11 +101,5 @@ def plot(records, path):
 if __name__ == '__main__':
     points = [dict(n_embd=str(w), n_head=str(w // 32)) for w in WIDTHS]
     records = run_points(HERE, points, SEEDS[:1], RUN)
-    report = table(records)
-    with open(os.path.join(HERE, 'results.md'), 'w') as f:
-        f.write(report)
-    print(report)
-    try:
-        plot(records, os.path.join(HERE, 'width.png'))
-    except ImportError:
-        print('no figure: pip install matplotlib')
+    write_report(HERE, table(records),
+                 lambda: plot(records, os.path.join(HERE, 'width.png')))

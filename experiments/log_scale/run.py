@@ -1,0 +1,134 @@
+"""
+Rule 3 (paper Sec. 2): no log-scale parametrization of the multipliers; m = exp(rho) is "no better
+and less stable". The paper's LRM (--row_mult --col_mult) with plain multipliers against the same
+with --log_mult (each multiplier m = exp(rho), rho the parameter), AdamW and Muon. A log-scale step
+is another step, so each of the four configurations gets its own multiplier LR, from a short ladder
+on a tuning seed (1336) that is not among the 3 reported seeds.
+
+Every run: the recipe of experiments/placements (1000 steps in equilibrium, lr 1e-3, wd 5 on every
+matrix, z-loss 1e-4; multipliers' wd 2e-3), a step line every 10 steps for the loss-curve noise.
+
+    python experiments/log_scale/run.py     # resumable: recorded runs are skipped
+
+Writes <optimizer>/results.json (one record per run), results.md and log_scale.png.
+"""
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
+from recipe import (MODEL, MUON, SEEDS, equilibrium_run, schedule_sum,  # noqa: E402
+                    write_report)
+from sweep import mean_std, run_points  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEPS, LR, WD = 1000, 1e-3, 5.0
+TUNING_SEED = 1336
+MULT_LRS = ('3e-3', '1e-2', '3e-2')  # the ladder, a factor of about 3 apart
+STABLE = (200, 830)  # the constant-LR phase, after warmup, before the decay (at 833)
+
+
+def run_flags(optimizer):
+    flags = MODEL + equilibrium_run(STEPS, LR, WD, 1e-2, log_interval=10) + ['--row_mult',
+                                                                             '--col_mult']
+    return flags + (MUON if optimizer == 'muon' else [])
+
+
+def name(record):
+    return 'log' if record['point']['log_mult'] == 'true' else 'linear'
+
+
+def step_noise(out_dir, record):
+    """The loss curve's noise in the stable phase: the std of the differences between step losses
+    10 steps apart, over sqrt(2) (one step loss's noise, the trend removed)."""
+    with open(os.path.join(out_dir, 'runs', record['name'], 'log.jsonl')) as f:
+        steps = [line['loss'] for line in map(json.loads, f)
+                 if 'loss' in line and STABLE[0] <= line['iter'] <= STABLE[1]]
+    return statistics.stdev(b - a for a, b in zip(steps, steps[1:])) / 2 ** 0.5
+
+
+def multiplier_range(record):
+    """The smallest and largest multiplier m at the end, over every matrix."""
+    final = record['final']
+    return (min(v for k, v in final.items() if k.endswith('_mult_min')),
+            max(v for k, v in final.items() if k.endswith('_mult_max')))
+
+
+def tune(optimizer, log_mult):
+    """The multiplier LR of the ladder with the lowest final val loss on the tuning seed."""
+    out_dir = os.path.join(HERE, optimizer)
+    points = [dict(log_mult=log_mult, mult_lr=lr) for lr in MULT_LRS]
+    records = run_points(out_dir, points, (TUNING_SEED,), run_flags(optimizer))
+    ladder = {r['point']['mult_lr']: r['final_val_loss'] for r in records
+              if r['point']['log_mult'] == log_mult and r['seed'] == TUNING_SEED
+              and r['status'] == 'ok'}
+    return ladder, min(ladder, key=ladder.get)
+
+
+def table(results):
+    lines = [f"Reach of a multiplier, mult_lr * sum_t factor_t: "
+             + ', '.join(f'{float(lr) * schedule_sum(STEPS):.1f} at {lr}' for lr in MULT_LRS)
+             + f' (in rho = log m under --log_mult); matrices: '
+             f'{LR * WD * schedule_sum(STEPS):.2f} equilibrium times.\n',
+             '| optimizer | multipliers | ladder, seed 1336 (mult_lr: final val) | mult_lr | '
+             'final val loss, 3 seeds (mean ± std) | per seed | step-loss noise (mean ± std) | '
+             'multipliers min ... max |', '|---|---|---|---|---|---|---|---|']
+    for (optimizer, kind), (ladder, best, runs, noise) in results.items():
+        mean, std = mean_std([r['final_val_loss'] for r in runs]) or (float('nan'), 0)
+        noise_mean, noise_std = mean_std(noise) or (float('nan'), 0)
+        low = min(multiplier_range(r)[0] for r in runs)
+        high = max(multiplier_range(r)[1] for r in runs)
+        rungs = ', '.join(f'{lr}: {loss:.4f}' for lr, loss in ladder.items())
+        seeds = ', '.join(f"{r['final_val_loss']:.4f}" for r in runs)
+        lines.append(f'| {optimizer} | {kind} | {rungs} | {best} | {mean:.4f} ± {std:.4f} | '
+                     f'{seeds} | {noise_mean:.4f} ± {noise_std:.4f} | {low:.3f} ... {high:.2f} |')
+    for optimizer in ('adamw', 'muon'):
+        linear, log = (results.get((optimizer, k)) for k in ('linear', 'log'))
+        if linear and log:
+            by_seed = [{r['seed']: r['final_val_loss'] for r in x[2]} for x in (linear, log)]
+            deltas = [by_seed[1][s] - by_seed[0][s] for s in SEEDS
+                      if s in by_seed[0] and s in by_seed[1]]
+            mean, std = mean_std(deltas)
+            lines.append(f'\n{optimizer}: log minus linear, per seed: '
+                         + ', '.join(f'{d:+.4f}' for d in deltas)
+                         + f' (mean {mean:+.4f} ± {std:.4f})')
+    return '\n'.join(lines) + '\n'
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, ((optimizer, kind), (ladder, best, runs, noise)) in enumerate(results.items()):
+        style = dict(color=f'C{i // 2}', ls='-' if kind == 'linear' else '--', marker='o')
+        axes[0].plot([float(lr) for lr in ladder], list(ladder.values()),
+                     label=f'{optimizer}, {kind}', **style)
+        axes[1].scatter([i] * len(runs), [r['final_val_loss'] for r in runs], color=f'C{i // 2}',
+                        marker='o' if kind == 'linear' else 'x')
+    axes[0].set_xscale('log')
+    axes[0].set_xlabel("multipliers' LR (tuning seed 1336)")
+    axes[0].set_ylabel('final val loss')
+    axes[0].legend(fontsize=8)
+    axes[1].set_xticks(range(len(results)), [f'{o}\n{k}' for o, k in results], fontsize=8)
+    axes[1].set_title('final val loss at each best LR, 3 seeds (one point each)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    results = {}
+    for optimizer in ('adamw', 'muon'):
+        for log_mult, kind in (('false', 'linear'), ('true', 'log')):
+            ladder, best = tune(optimizer, log_mult)
+            out_dir = os.path.join(HERE, optimizer)
+            records = run_points(out_dir, [dict(log_mult=log_mult, mult_lr=best)], SEEDS,
+                                 run_flags(optimizer))
+            runs = [r for r in records if r['point'] == dict(log_mult=log_mult, mult_lr=best)
+                    and r['seed'] in SEEDS and r['status'] == 'ok']
+            results[optimizer, kind] = (ladder, best, runs,
+                                        [step_noise(out_dir, r) for r in runs])
+    write_report(HERE, table(results),
+                 lambda: plot(results, os.path.join(HERE, 'log_scale.png')))
