@@ -32,6 +32,12 @@ def config(record):
     return record['point']['mult_placement']
 
 
+def speed_limited(runs):
+    """Whether a multiplier went further than half its reach: then the configuration may measure
+    the multipliers' speed, not where they are placed."""
+    return 2 * max(map(multiplier_distance, runs)) > MULT_LR * schedule_sum(STEPS)
+
+
 def table(results):
     reach = MULT_LR * schedule_sum(STEPS)
     lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * schedule_sum(STEPS):.2f}; '
@@ -50,10 +56,11 @@ def table(results):
             delta_mean, delta_std = mean_std(list(deltas.values())) or (0, 0)
             per_seed = ', '.join(f'{d:+.4f}' for d in deltas.values())
             distance = max(multiplier_distance(r) for r in runs)
+            limited = ', **speed-limited**' if speed_limited(runs) else ''
             lines.append(f'| {optimizer} | {placement} | {mean:.4f} ± {std:.4f} | {seeds} | '
                          f'{per_seed if placement != "all" else "-"} | '
                          f'{f"{delta_mean:+.4f} ± {delta_std:.4f}" if placement != "all" else "-"}'
-                         f' | {distance:.2f} ({reach / 2:.1f}) |')
+                         f' | {distance:.2f} ({reach / 2:.1f}){limited} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -70,6 +77,10 @@ def plot(results, path):
             if deltas:
                 ax.errorbar(x + 0.15, *mean_std(list(deltas.values())), fmt='o', color='C3',
                             capsize=4, label='mean ± std' if x == 1 else None)
+            runs = [r for r in records if config(r) == placement and r['status'] == 'ok']
+            if runs and speed_limited(runs):
+                ax.annotate('speed-limited', (x, max(deltas.values(), default=0)),
+                            textcoords='offset points', xytext=(-30, 8), fontsize=8, color='C3')
         ax.axhline(0, color='grey', lw=0.8)
         ax.set_xticks(range(len(PLACEMENTS)), PLACEMENTS)
         ax.set_title(f'{optimizer}: final val loss minus `all`, paired by seed', fontsize=9)
