@@ -26,7 +26,8 @@ from sweep import mean_std, run_points  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS, LR, WD = 1000, 1e-3, 5.0
 TUNING_SEED = 1336
-MULT_LRS = ('3e-3', '1e-2', '3e-2')  # the ladder, a factor of about 3 apart
+LADDER = ('1e-3', '3e-3', '1e-2', '3e-2', '1e-1', '3e-1')  # a factor of about 3 apart
+START = (1, 2, 3)  # 3e-3, 1e-2, 3e-2 first; widened until the best has a neighbour on each side
 STABLE = (200, 830)  # the constant-LR phase, after warmup, before the decay (at 833)
 
 
@@ -57,19 +58,25 @@ def multiplier_range(record):
 
 
 def tune(optimizer, log_mult):
-    """The multiplier LR of the ladder with the lowest final val loss on the tuning seed."""
-    out_dir = os.path.join(HERE, optimizer)
-    points = [dict(log_mult=log_mult, mult_lr=lr) for lr in MULT_LRS]
-    records = run_points(out_dir, points, (TUNING_SEED,), run_flags(optimizer))
-    ladder = {r['point']['mult_lr']: r['final_val_loss'] for r in records
-              if r['point']['log_mult'] == log_mult and r['seed'] == TUNING_SEED
-              and r['status'] == 'ok'}
-    return ladder, min(ladder, key=ladder.get)
+    """The multiplier LR with the lowest final val loss on the tuning seed, from a ladder widened
+    until that LR has a neighbour on each side. Returns ({mult_lr: loss}, the best mult_lr)."""
+    out_dir, rungs = os.path.join(HERE, optimizer), list(START)
+    while True:
+        points = [dict(log_mult=log_mult, mult_lr=LADDER[i]) for i in rungs]
+        records = run_points(out_dir, points, (TUNING_SEED,), run_flags(optimizer))
+        ladder = {i: r['final_val_loss'] for r in records for i in rungs
+                  if r['point'] == points[rungs.index(i)] and r['seed'] == TUNING_SEED
+                  and r['status'] == 'ok'}
+        best = min(ladder, key=ladder.get)
+        edge = [i for i in (best - 1, best + 1) if i not in rungs and 0 <= i < len(LADDER)]
+        if not edge:
+            return {LADDER[i]: ladder[i] for i in sorted(ladder)}, LADDER[best]
+        rungs = sorted(rungs + edge)
 
 
 def table(results):
     lines = [f"Reach of a multiplier, mult_lr * sum_t factor_t: "
-             + ', '.join(f'{float(lr) * schedule_sum(STEPS):.1f} at {lr}' for lr in MULT_LRS)
+             + ', '.join(f'{float(lr) * schedule_sum(STEPS):.1f} at {lr}' for lr in LADDER)
              + f' (in rho = log m under --log_mult); matrices: '
              f'{LR * WD * schedule_sum(STEPS):.2f} equilibrium times.\n',
              '| optimizer | multipliers | ladder, seed 1336 (mult_lr: final val) | mult_lr | '
@@ -109,6 +116,9 @@ def plot(results, path):
         axes[1].scatter([i] * len(runs), [r['final_val_loss'] for r in runs], color=f'C{i // 2}',
                         marker='o' if kind == 'linear' else 'x')
     axes[0].set_xscale('log')
+    rungs = sorted({float(lr) for ladder, *_ in results.values() for lr in ladder})
+    axes[0].set_xticks(rungs, [f'{lr:g}' for lr in rungs])
+    axes[0].minorticks_off()
     axes[0].set_xlabel("multipliers' LR (tuning seed 1336)")
     axes[0].set_ylabel('final val loss')
     axes[0].legend(fontsize=8)
