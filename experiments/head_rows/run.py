@@ -29,7 +29,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 STEPS, LR, WD, MULT_LR = 1000, 1e-3, 5.0, 1e-2
 RUN = MODEL + equilibrium_run(STEPS, LR, WD, MULT_LR) + ['--row_mult', '--col_mult']
-OPTIMIZERS = {'adamw': [], 'muon': MUON}
+# the configurations: each optimizer, and a control: AdamW with the RMSNorm gains (the final one
+# is the head's column scale) at the multipliers' LR, 1e-2, not 1e-3 (reach 8.5, not 0.85)
+OPTIMIZERS = {'adamw': [], 'muon': MUON, 'adamw, gains at lr 1e-2': ['--lr_factors', 'gains=10']}
+
+
+def folder(name):
+    """Where a configuration's runs go: its name without spaces or commas."""
+    return os.path.join(HERE, name.replace(', ', '_').replace(' ', '_'))
 
 
 def config(record):
@@ -48,7 +55,7 @@ def token_log_frequency():
 
 def head_rows(optimizer, record):
     """The head's row multipliers r_i at the end of a head_rows run."""
-    path = os.path.join(HERE, optimizer, 'runs', record['name'], 'ckpt.pt')
+    path = os.path.join(folder(optimizer), 'runs', record['name'], 'ckpt.pt')
     return torch.load(path, weights_only=True)['model']['head.row_mult'].tolist()
 
 
@@ -56,7 +63,7 @@ def table(results, learned):
     reach = MULT_LR * schedule_sum(STEPS)
     lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * schedule_sum(STEPS):.2f}; '
              f"the multipliers' reach mult_lr * sum_t factor_t = {reach:.2f}.\n",
-             '| optimizer | placement | final val loss, mean ± std | per seed | head_rows minus '
+             '| configuration | placement | final val loss, mean ± std | per seed | head_rows minus '
              'all, per seed (mean ± std) | corr(head row, log10 token frequency), per seed | '
              'largest abs(m - 1) |', '|---|---|---|---|---|---|---|']
     for optimizer, records in results.items():
@@ -107,7 +114,7 @@ def plot(results, learned, path):
 
 if __name__ == '__main__':
     points = [dict(mult_placement=p) for p in ('all', 'head_rows')]
-    results = {optimizer: run_points(os.path.join(HERE, optimizer), points, SEEDS, RUN + flags)
+    results = {optimizer: run_points(folder(optimizer), points, SEEDS, RUN + flags)
                for optimizer, flags in OPTIMIZERS.items()}
     log_freq, learned = token_log_frequency(), {}
     for optimizer, records in results.items():
