@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
+import runtime  # noqa: E402
 import train  # noqa: E402
 
 # nanoGPT's CPU recipe: 4 layers, 4 heads, width 128, block 64, batch 12 (0.87M parameters)
@@ -26,11 +27,11 @@ SEEDS = (1340, 1341, 1342)  # no study tuned anything on these (the 2x2 tuned on
 SCHEDULE = ['--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac', '0.167']
 
 
-def schedule_sum(steps):
-    """sum_t factor_t of the schedule above over `steps` steps (about 0.85 steps at 1000)."""
-    s = train.Settings(max_iters=steps, schedule='wsd', warmup_iters=100, decay_frac=0.167,
-                       learning_rate=1.0, min_lr=1 / 8)
-    return sum(train.lr_factor(it, s) for it in range(steps))
+def factor_sum(flags):
+    """sum_t factor_t of the LR schedule that train.py runs with these flags (parsed as it parses
+    them): lr * factor_sum is a parameter's reach, lr * wd * factor_sum its equilibrium times."""
+    s = train.Settings(**runtime.parse_flags(flags, train.Settings))
+    return sum(train.lr_factor(it, s) for it in range(s.max_iters))
 
 
 def equilibrium_run(steps, lr, wd, mult_lr, eval_interval=100, eval_iters=20, log_interval=100):

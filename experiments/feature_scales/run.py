@@ -1,9 +1,9 @@
 """
-Feature-scale diversity (paper Fig. 3): the distribution of the row norms of each effective matrix
-W = s r W~ c. The paper: narrow without vector multipliers (weight decay holds every row of W~ at
-about the same norm), broad with them (each row's scale is learned). Without multipliers and with the
-paper's LRM (--row_mult --col_mult), AdamW and Muon, 2 seeds; the row norms of every matrix of every
-layer at the end, plotted for W_Q and W_gate as in the paper.
+Feature-scale diversity (paper Fig. 3): the distribution of the row norms of each effective matrix W
+= s r W~ c. The paper: narrow without vector multipliers (weight decay holds every row of W~ at
+about the same norm), broad with them (each row's scale is learned). Without multipliers and with
+the paper's LRM (--row_mult --col_mult), AdamW and Muon, 2 seeds; the row norms of every matrix of
+every layer at the end, plotted for W_Q and W_gate as in the paper.
 
 Every run: the recipe of experiments/placements (1000 steps in equilibrium, lr 1e-3, wd 5 on every
 matrix, z-loss 1e-4, multipliers at lr 1e-2 and wd 2e-3).

@@ -1,8 +1,9 @@
 """
 Row multipliers on the LM head (paper Sec. 4.4: they hurt; the model fits the marginal token
 distribution "lazily" through them). The paper's LRM (`all`, the head unchanged) against the same
-with a row multiplier per token on the head (`head_rows`), AdamW and Muon, 3 seeds; and what the head
-rows learned, against each token's log-frequency in the training text.
+with a row multiplier per token on the head (`head_rows`), AdamW and Muon, 3 seeds; what the head
+rows learned, against each token's log-frequency in the training text; and a control, AdamW with the
+RMSNorm gains (the final one is the head's column scale) at the multipliers' LR.
 
 Every run: --row_mult --col_mult, the recipe of experiments/placements (1000 steps in equilibrium,
 lr 1e-3, wd 5 on every matrix, z-loss 1e-4, multipliers at lr 1e-2 and wd 2e-3).
@@ -22,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
 from recipe import (MODEL, MUON, SEEDS, equilibrium_run, multiplier_distance,  # noqa: E402
-                    paired, schedule_sum, write_report)
+                    paired, factor_sum, write_report)
 from sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,10 +61,11 @@ def head_rows(optimizer, record):
 
 
 def table(results, learned):
-    reach = MULT_LR * schedule_sum(STEPS)
-    lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * schedule_sum(STEPS):.2f}; '
+    reach = MULT_LR * factor_sum(RUN)
+    lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * factor_sum(RUN):.2f}; '
              f"the multipliers' reach mult_lr * sum_t factor_t = {reach:.2f}.\n",
-             '| configuration | placement | final val loss, mean ± std | per seed | head_rows minus '
+             '| configuration | placement | final val loss, mean ± std | per seed | '
+             'head_rows minus '
              'all, per seed (mean ± std) | corr(head row, log10 token frequency), per seed | '
              'largest abs(m - 1) |', '|---|---|---|---|---|---|---|']
     for optimizer, records in results.items():

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
-from recipe import (MODEL, MUON, SEEDS, equilibrium_run, schedule_sum,  # noqa: E402
+from recipe import (MODEL, MUON, SEEDS, equilibrium_run, factor_sum,  # noqa: E402
                     write_report)
 from sweep import mean_std, run_points  # noqa: E402
 
@@ -75,10 +75,11 @@ def tune(optimizer, log_mult):
 
 
 def table(results):
-    lines = [f"Reach of a multiplier, mult_lr * sum_t factor_t: "
-             + ', '.join(f'{float(lr) * schedule_sum(STEPS):.1f} at {lr}' for lr in LADDER)
-             + f' (in rho = log m under --log_mult); matrices: '
-             f'{LR * WD * schedule_sum(STEPS):.2f} equilibrium times.\n',
+    total = factor_sum(run_flags('adamw'))  # the same schedule for every run
+    lines = ['Reach of a multiplier, mult_lr * sum_t factor_t: '
+             + ', '.join(f'{float(lr) * total:.1f} at {lr}' for lr in LADDER)
+             + ' (in rho = log m under --log_mult); matrices: '
+             f'{LR * WD * total:.2f} equilibrium times.\n',
              '| optimizer | multipliers | ladder, seed 1336 (mult_lr: final val) | mult_lr | '
              'final val loss, 3 seeds (mean ± std) | per seed | step-loss noise (mean ± std) | '
              'multipliers min ... max |', '|---|---|---|---|---|---|---|---|']

@@ -13,15 +13,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
-import runtime  # noqa: E402
-import train  # noqa: E402
+from experiments.recipe import factor_sum  # noqa: E402
 from experiments.sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
 # 500 steps: warmup 50, constant, then x8 exponential decay over the last sixth (the paper's shape).
-# The LR factors sum to 427 (factor_sum()): the hidden matrices (lr * wd = 0.012) last 5.1
+# The LR factors sum to 427 (factor_sum): the hidden matrices (lr * wd = 0.012) last 5.1
 # equilibrium times 1/(lr wd); the embedding and head (lr 2e-3, wd 0.1) only 0.085.
 # No z-loss (the paper's MLP sweep had z-loss 1e-4); --freeze_gains freezes the final norm too.
 RUN = ['--max_iters', '500', '--schedule', 'wsd', '--warmup_iters', '50', '--decay_frac', '0.167',
@@ -66,13 +65,8 @@ def per_seed(records, k, value):
     return [value(r) for r in runs_at(records, k)]
 
 
-def factor_sum():
-    """sum_t factor_t of RUN's schedule, the settings parsed as train.py parses them."""
-    s = train.Settings(**runtime.parse_flags(MODEL + RUN, train.Settings))
-    return sum(train.lr_factor(it, s) for it in range(s.max_iters))
 
-
-REACH = 1e-2 * factor_sum()  # Adam moves a scalar by about its lr a step: lr * sum_t factor_t
+REACH = 1e-2 * factor_sum(MODEL + RUN)  # Adam moves a scalar by about its lr a step
 
 
 def mlp_mean(final, suffix):
@@ -128,7 +122,8 @@ def tables(records):
             deltas = [b - a for a, b in zip(none, mult)]
             lines.append(f"| {optimizer} | {k:g} | {', '.join(f'{d:+.4f}' for d in deltas)} | "
                          f'{mean_std(deltas)[0]:+.4f} ± {mean_std(deltas)[1]:.4f} |')
-    lines += ['', f'The scalars\' reach (lr 1e-2 x sum of LR factors {factor_sum():.1f}) = '
+    lines += ['', 'The scalars\' reach (lr 1e-2 x sum of LR factors '
+              f'{factor_sum(MODEL + RUN):.1f}) = '
               f'{REACH:.2f}, against the farthest any scalar travelled from 1 and would need to '
               'travel (to its matrix\'s W at k = 1, same seed); speed-limited where the reach is '
               'below twice the larger:', '',

@@ -5,8 +5,8 @@ two multipliers whose product is all that matters; the paper: slightly worse) an
 without the token embedding's multipliers (`no_embed`), for AdamW and Muon, 3 seeds.
 
 Every run: --row_mult --col_mult, 1000 steps in equilibrium (recipe.py: lr 1e-3 for both optimizers,
-Muon at AdamW's scale, wd 5 on every matrix: 4.27 equilibrium times; z-loss 1e-4), the multipliers at
-lr 1e-2 (reach 8.5) and wd 2e-3.
+Muon at AdamW's scale, wd 5 on every matrix: 4.27 equilibrium times; z-loss 1e-4), the multipliers
+at lr 1e-2 (reach 8.5) and wd 2e-3.
 
     python experiments/placements/run.py     # resumable: recorded runs are skipped
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
 from recipe import (MODEL, MUON, SEEDS, equilibrium_run, multiplier_distance,  # noqa: E402
-                    paired, schedule_sum, write_report)
+                    paired, factor_sum, write_report)
 from sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,12 +35,12 @@ def config(record):
 def speed_limited(runs):
     """Whether a multiplier went further than half its reach: then the configuration may measure
     the multipliers' speed, not where they are placed."""
-    return 2 * max(map(multiplier_distance, runs)) > MULT_LR * schedule_sum(STEPS)
+    return 2 * max(map(multiplier_distance, runs)) > MULT_LR * factor_sum(RUN)
 
 
 def table(results):
-    reach = MULT_LR * schedule_sum(STEPS)
-    lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * schedule_sum(STEPS):.2f}; '
+    reach = MULT_LR * factor_sum(RUN)
+    lines = [f'Equilibrium times lr * wd * sum_t factor_t = {LR * WD * factor_sum(RUN):.2f}; '
              f"the multipliers' reach mult_lr * sum_t factor_t = {reach:.2f}.\n",
              '| optimizer | placement | final val loss, mean ± std | per seed | minus `all`, per '
              'seed | minus `all`, mean ± std | multipliers: largest abs(m - 1) (reach / 2) |',

@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
-import runtime  # noqa: E402
-import train  # noqa: E402
+from experiments.recipe import factor_sum  # noqa: E402
 from experiments.sweep import run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
-# 1000 steps, the paper's schedule (LR factors summing to 853.7, factor_sum()); every matrix at
+# 1000 steps, the paper's schedule (LR factors summing to 853.7, factor_sum); every matrix at
 # lr * wd = 0.012 (the embedding and head through --wd_factors below): 10.2 equilibrium times
 RUN = ['--max_iters', '1000', '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac', '0.167',
        '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--matrix_lr', '2e-3', '--matrix_wd', '6',
@@ -45,13 +44,8 @@ def sweep():
     return run_points(HERE, points, (1337,), MODEL + RUN)
 
 
-def factor_sum():
-    """sum_t factor_t of RUN's schedule, the settings parsed as train.py parses them."""
-    s = train.Settings(**runtime.parse_flags(MODEL + RUN, train.Settings))
-    return sum(train.lr_factor(it, s) for it in range(s.max_iters))
 
-
-REACH = 2e-3 * GAIN_LR_FACTOR * factor_sum()  # Adam moves a gain by about its lr a step
+REACH = 2e-3 * GAIN_LR_FACTOR * factor_sum(MODEL + RUN)  # Adam moves a gain ~lr a step
 
 
 def run_at(records, k, gain):

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
 import torch  # noqa: E402
 
-import train  # noqa: E402
+from experiments.recipe import factor_sum  # noqa: E402
 from experiments.sweep import run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,10 +48,8 @@ WATCHED = ('qk_log_ratio_median', 'qk_log_ratio_iqr', 'qk_log_product_median',
 
 
 def mult_equilibrium_times(mult_wd):
-    """mult_lr * mult_wd * sum_t factor_t: how many of the multipliers' equilibrium times it lasts."""
-    s = train.Settings(max_iters=STEPS, schedule='wsd', warmup_iters=100, decay_frac=0.167,
-                       learning_rate=2e-3, min_lr=2.5e-4)
-    return MULT_LR * mult_wd * sum(train.lr_factor(it, s) for it in range(STEPS))
+    """mult_lr * mult_wd * sum_t factor_t: the multipliers' equilibrium times the run lasts."""
+    return MULT_LR * mult_wd * factor_sum(MODEL + RUN)
 
 
 def trajectories(records):

@@ -3,8 +3,8 @@ Width scaling (paper Sec. 4.2, Figs. 5 and 10): at one lr and wd for every width
 equilibrium norms should stay about constant, the logits' and the blocks' output scales stable, and
 the learned scalar multipliers shrink with width, about as d^-1 for the LM head's and d^-2 for the
 product of Q's and K's (slightly slower than muP predicts). Widths 64, 128, 256 and 512 (head size
-32, so 2 ... 16 heads), a learnable scalar on every matrix (--scalar_mult), every RMSNorm gain frozen
-(the paper's), AdamW, one seed.
+32, so 2 ... 16 heads), a learnable scalar on every matrix (--scalar_mult), every RMSNorm gain
+frozen (the paper's), AdamW, one seed.
 
 Every run: 4 layers, 1000 steps in equilibrium (recipe.py: lr 1e-3, wd 5 on every matrix: 4.27
 equilibrium times; z-loss 1e-4), the scalars at lr 5e-2 (reach 43) and wd 2e-3.
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
-from recipe import MODEL, SEEDS, equilibrium_run, schedule_sum, write_report  # noqa: E402
+from recipe import MODEL, SEEDS, equilibrium_run, factor_sum, write_report  # noqa: E402
 from sweep import run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,8 +58,8 @@ def largest_scalar_move(record):
 def table(records):
     rows = {int(r['point']['n_embd']): r for r in records if r['status'] == 'ok'}
     names = list(measures(next(iter(rows.values()))))
-    lines = [f'Equilibrium times {LR * WD * schedule_sum(STEPS):.2f}; the scalars\' reach '
-             f'{MULT_LR * schedule_sum(STEPS):.1f} (twice the largest move must stay below it).\n',
+    lines = [f'Equilibrium times {LR * WD * factor_sum(RUN):.2f}; the scalars\' reach '
+             f'{MULT_LR * factor_sum(RUN):.1f} (twice the largest move must stay below it).\n',
              '| width | final val loss | largest abs(s - 1) | ' + ' | '.join(names) + ' |',
              '|---|---|---|' + '---|' * len(names)]
     for width, r in sorted(rows.items()):
