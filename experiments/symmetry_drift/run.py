@@ -5,13 +5,16 @@ their ratio is free to wander; a scale that feeds only into an RMSNorm (the resi
 free to grow. Without weight decay on the multipliers nothing holds them; a light one (2e-3) should.
 
 The paper's LRM (--row_mult --col_mult) under bfloat16 autocast with z-loss 1e-4, as in the paper,
-with the multipliers' weight decay 0, 2e-3 (rule 1) or 0.1, two seeds each. The run is sized so that
-2e-3 acts: mult_lr * mult_wd * sum_t factor_t = 5e-2 * 2e-3 * 10,790 = 1.08 multiplier equilibrium
-times (MULT_EQUILIBRIUM_TIMES below computes it). log.jsonl has, per layer, the median and IQR over
+with the multipliers' weight decay 0 or 2e-3 (rule 1), two seeds each, and 0.1 (does the metric
+respond to a weight decay?) on the first seed. The run is sized so that 2e-3 acts:
+mult_lr * mult_wd * sum_t factor_t = 5e-2 * 2e-3 * 10,790 = 1.08 multiplier equilibrium times
+(mult_equilibrium_times below computes it). log.jsonl has, per layer, the median and IQR over
 the rows of log10 |(s r)_Q / (s r)_K| and of log10 |(s r)_Q (s r)_K|, and the RMS of the attention
 and MLP branch outputs; at the end each row's ratio and product come from the final checkpoint.
 
     python experiments/symmetry_drift/run.py     # resumable: recorded runs are skipped
+    python experiments/symmetry_drift/run.py 1338 &  python experiments/symmetry_drift/run.py 1337
+                                                 # two side by side, one seed each (2 cores)
 
 Writes results.json (one record per run), trajectories.json and rows.json (the plotted numbers),
 results.md and symmetry_drift.png.
@@ -42,7 +45,7 @@ RUN = ['--max_iters', str(STEPS), '--schedule', 'wsd', '--warmup_iters', '100',
        '--mult_lr', str(MULT_LR), '--dtype', 'bfloat16', '--z_loss', '1e-4',
        '--eval_interval', '400', '--eval_iters', '10', '--log_interval', '400']
 POINTS = [dict(mult_wd=wd) for wd in ('0', '2e-3', '0.1')]
-SEEDS = (1337, 1338)
+SEEDS = (1337, 1338)  # wd 0.1 (the check that the metric responds) on the first alone
 WATCHED = ('qk_log_ratio_median', 'qk_log_ratio_iqr', 'qk_log_product_median',
            'qk_log_product_iqr', 'attn.output_rms', 'mlp.output_rms')
 
@@ -142,8 +145,8 @@ def plot(records, tracks, rows, path):
 
 
 if __name__ == '__main__':
-    for seed in SEEDS:  # every weight decay at one seed, then the next seed
-        records = run_points(HERE, POINTS, (seed,), MODEL + RUN)
+    for seed in [int(s) for s in sys.argv[1:]] or SEEDS:  # each wd at one seed, then the next
+        records = run_points(HERE, POINTS if seed == SEEDS[0] else POINTS[:2], (seed,), MODEL + RUN)
     records = [r for r in records if r['status'] == 'ok']
     tracks = trajectories(records)
     rows = {r['name']: final_rows(r) for r in records}
