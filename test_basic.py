@@ -765,6 +765,10 @@ def test_parameter_groups_carry_the_right_lr_and_weight_decay():
                for v in (None, 0.0)}
     # the default is learning_rate; 0 freezes the multipliers
     assert mult_lr == {None: s.learning_rate, 0.0: 0.0}
+    gain_lr = {v: {g['name']: g['lr'] for g in train.param_groups(model, train.Settings(
+        learning_rate=1e-3, gain_lr=v))} for v in (None, 1e-2)}
+    assert gain_lr[None]['gains'] == 1e-3 and gain_lr[1e-2]['gains'] == 1e-2  # the gains alone
+    assert all(gain_lr[None][g] == gain_lr[1e-2][g] for g in gain_lr[None] if g != 'gains')
 
 
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])

@@ -72,6 +72,8 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     grad_clip: float = doc(1.0, 'clip the global grad norm to this; 0 = off', allowed='[0, inf)')
     z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss '
                              '(the paper: 1e-4)', allowed='[0, inf)')
+    gain_lr: float | None = doc(None, "RMSNorm gains' AdamW learning rate (default: learning_rate)",
+                                allowed='[0, inf)')
     freeze_gains: bool = doc(False, "keep every RMSNorm gain at 1 (the paper's equilibrium sweeps)")
     # learnable multipliers: how they are trained (paper section 4)
     mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)",
@@ -134,7 +136,7 @@ def param_groups(model, s):
         ('embed_head', ('embed', 'head'), dict(lr=s.learning_rate, weight_decay=s.weight_decay,
                                                **adamw)),
         # RMSNorm gains are vectors: their gradients average over many entries; no weight decay
-        ('gains', ('gains',), dict(lr=s.learning_rate, weight_decay=0.0, **adamw)),
+        ('gains', ('gains',), dict(lr=pick(s.gain_lr, s.learning_rate), weight_decay=0.0, **adamw)),
         # multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
         ('multipliers', ('multipliers',), dict(lr=pick(s.mult_lr, s.learning_rate),
                                                weight_decay=s.mult_wd, **adamw)),
