@@ -5,7 +5,8 @@ final RMSNorm gain (the head's column scale) fixed to 1, one learnable scalar, o
 learnable vector; z-loss off (it acts on the logits). A fixed gain cannot undo the head's scale,
 so the logits grow or shrink with S; a learnable gain can, as far as its reach allows.
 
-    python experiments/projector_sweep/run.py     # resumable: recorded runs are skipped
+    python experiments/projector_sweep/run.py            # resumable: recorded runs are skipped
+    python experiments/projector_sweep/run.py collapse   # the block-0 Q/K collapse's cause
 
 Writes results.json (one record per run), results.md and projector_sweep.png.
 """
@@ -191,7 +192,41 @@ def plot(records, path):
     fig.savefig(path, dpi=110)
 
 
-if __name__ == '__main__':
+# The block-0 Q/K collapse, its cause: one collapsed point (the vector gain at k = 4, seed 1337)
+# again with one change each: the gains at the base LR; the embedding at wd 0.1 instead of 6;
+# and unchanged on another seed (does it depend on the seed?).
+COLLAPSE_CHANGES = {'gains at the base LR': (dict(lr_factors='head=4'), 1337),
+                    'embedding at wd 0.1': (dict(wd_factors='embed=1,head=15'), 1337),
+                    'unchanged, seed 1338': ({}, 1338)}
+
+
+def collapse_check():
+    """Run each change into collapse/; return {change: record}, the unchanged run included."""
+    out = {'unchanged, seed 1337': run_at(run_points(HERE, [], (), MODEL + RUN), 4, 'vector')}
+    for change, (flags, seed) in COLLAPSE_CHANGES.items():
+        point = {**head_point(4, 'vector'), **flags}
+        records = run_points(os.path.join(HERE, 'collapse'), [point], (seed,), MODEL + RUN)
+        out[change] = [r for r in records if r['point'] == point and r['seed'] == seed][0]
+    return out
+
+
+def collapse_table(runs):
+    lines = ["The vector gain at k = 4: block 0's W_Q and W_K RMS at the end, one change at a time",
+             '', '| run | block 0 W_Q RMS | block 0 W_K RMS | blocks 1-3 W_Q RMS | final val |',
+             '|---|---|---|---|---|']
+    for change, r in runs.items():
+        rms = [r['final'][f'blocks.{i}.attn.q.weight_rms'] for i in range(4)]
+        lines.append(f"| {change} | {rms[0]:.2g} | {r['final']['blocks.0.attn.k.weight_rms']:.2g}"
+                     f" | {', '.join(f'{x:.2g}' for x in rms[1:])} | {r['final_val_loss']:.4f} |")
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__' and sys.argv[1:] == ['collapse']:
+    report = collapse_table(collapse_check())
+    with open(os.path.join(HERE, 'collapse', 'results.md'), 'w') as f:
+        f.write(report)
+    print(report)
+elif __name__ == '__main__':
     records = sweep()
     with open(os.path.join(HERE, 'results.md'), 'w') as f:
         f.write(tables(records))
