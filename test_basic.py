@@ -1928,10 +1928,18 @@ def test_gpu_check_cut_by_its_budget_still_writes_a_valid_json_and_exits_0(char_
                            '--budget', str(budget)]) == 0
     results = json.loads(out.read_text())
     statuses = [(check['name'], check['status']) for check in results['checks']]
-    assert results['finished'] and statuses[0] == ('preflight', 'ok')
-    assert statuses[1] in (('adamw none', 'ok'), ('adamw none', 'skipped: out of time'))
-    assert len(statuses) == 16 and all(status.startswith('skipped: ') for _, status in statuses[2:])
-    assert ('adamw s+r+c', 'skipped: out of time') in statuses
+    assert results['finished'] and statuses[0] == ('preflight', 'ok') and len(statuses) == 16
+    # how many runs fit depends on the machine's speed; what is cut is skipped, nothing fails
+    assert all(status == 'ok' or status.startswith('skipped: ') for _, status in statuses)
+    assert statuses[-1][1] == 'skipped: out of time'
+
+
+def test_gpu_check_skips_a_comparison_whose_run_was_cut():
+    # a run skipped for time has no log: comparing with it is skipped, not a crash
+    p = dict(done={'a': dict(status='ok'), 'b': dict(status='skipped: out of time')})
+    for reference, other in (('a', 'b'), ('b', 'a')):
+        record = gpu_check.compare(p, dict(name='x', status='ok'), reference, other, 1e-4)
+        assert record['status'] == 'skipped: needs b'
 
 
 @pytest.mark.slow

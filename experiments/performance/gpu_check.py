@@ -302,9 +302,11 @@ def loss_failure(folder):
 def compare(p, record, reference, other, tolerance):
     """Whether two runs (names: their out_dir) logged the same numbers at every line of the
     reference's log, each within the tolerance (relative); the largest difference of each number
-    goes into the record. Skipped if the reference is a check that did not finish ok."""
-    if record['status'] == OK and p['done'].get(reference, {}).get('status', OK) != OK:
-        record.update(status=f'skipped: needs {reference}')
+    goes into the record. Skipped if either is a run that did not finish ok (failed, or skipped:
+    out of time)."""
+    for run in (reference, other):
+        if record['status'] == OK and p['done'].get(run, {}).get('status', OK) != OK:
+            record.update(status=f'skipped: needs {run}')
     if record['status'] != OK:
         return record
     expected, got = log(out_dir(p, reference)), log(out_dir(p, other))
