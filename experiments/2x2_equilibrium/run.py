@@ -160,13 +160,11 @@ def t_statistic(deltas):
 
 
 def speed_limited(name, record, gains):
-    """Reach below twice the distance, for the multipliers or (reported runs) the gains."""
-    limited = (record.get('final') and any(k.endswith('_mult_max') for k in record['final'])
-               and 2 * multiplier_distance(record) > reach(float(record['point'].get(
-                   'mult_lr', SCALE_LR))))
-    if record['name'] in gains.get(name, {}):
-        limited = limited or 2 * gains[name][record['name']] > reach(gain_lr(name, record))
-    return bool(limited)
+    """Reach below twice the distance: the multipliers', or (reported runs) the gains'."""
+    mult_lr = float(record['point'].get('mult_lr', SCALE_LR))
+    limited = '+lrm' in name and 2 * multiplier_distance(record) > reach(mult_lr)
+    gain = gains.get(name, {}).get(record['name'])
+    return limited or (gain is not None and 2 * gain > reach(gain_lr(name, record)))
 
 
 def table(results, checks, floor, gains):
