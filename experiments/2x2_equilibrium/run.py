@@ -5,7 +5,7 @@ its own learning rate, in equilibrium, with the paper's schedule (warmup, a long
 x8 exponential decay over the last sixth) and z-loss 1e-4.
 
 The learnable scales have an LR of their own, fixed along the ladder (the paper does not state its
-multipliers' LR): the multipliers at 1e-2 (reach 8.5, against distances below 1.5). The baseline has
+multipliers' LR): the multipliers at 1e-2 (reach 8.5, against distances up to 3.9). The baseline has
 learnable scales too (the RMSNorm gains act as the next matrix's column multipliers), so each
 optimizer runs four ways: none and LRM, each with the gains at the matrix LR (the usual) and at
 1e-2 (the multipliers' LR). LRM minus none, both ways, separates "multipliers" from "a learnable
