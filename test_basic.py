@@ -761,14 +761,26 @@ def test_parameter_groups_carry_the_right_lr_and_weight_decay():
     assert all(p.ndim < 2 for p in groups['multipliers']['params'])
     plain = {g['name'] for g in train.param_groups(GPT(tiny_config()), train.Settings())}
     assert plain == {'matrices', 'embed_head', 'gains'}
-    mult_lr = {v: train.param_groups(model, train.Settings(mult_lr=v))[-1]['lr']
-               for v in (None, 0.0)}
-    # the default is learning_rate; 0 freezes the multipliers
-    assert mult_lr == {None: s.learning_rate, 0.0: 0.0}
+    # by default gains and multipliers learn at 1e-2, whatever the matrices' LR; 0 freezes
+    for lr in (1e-3, 3e-2):
+        default = {g['name']: g['lr'] for g in train.param_groups(model, train.Settings(
+            row_mult=True, col_mult=True, learning_rate=lr))}
+        assert (default['gains'], default['multipliers'], default['matrices']) == (1e-2, 1e-2, lr)
+    assert train.param_groups(model, train.Settings(mult_lr=0.0))[-1]['lr'] == 0.0
     gain_lr = {v: {g['name']: g['lr'] for g in train.param_groups(model, train.Settings(
-        learning_rate=1e-3, gain_lr=v))} for v in (None, 1e-2)}
-    assert gain_lr[None]['gains'] == 1e-3 and gain_lr[1e-2]['gains'] == 1e-2  # the gains alone
-    assert all(gain_lr[None][g] == gain_lr[1e-2][g] for g in gain_lr[None] if g != 'gains')
+        learning_rate=1e-3, gain_lr=v))} for v in (1e-2, 3e-3)}
+    assert gain_lr[1e-2]['gains'] == 1e-2 and gain_lr[3e-3]['gains'] == 3e-3  # the gains alone
+    assert all(gain_lr[1e-2][g] == gain_lr[3e-3][g] for g in gain_lr[1e-2] if g != 'gains')
+
+
+def test_resume_of_a_checkpoint_whose_scales_followed_the_learning_rate(char_data, tmp_path):
+    """Saved before gain_lr and mult_lr had defaults of their own (None: learning_rate)."""
+    run(char_data, tmp_path, '--max_iters', '4', '--eval_interval', '4', '--learning_rate', '3e-3')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    ckpt['settings'].update(gain_lr=None, mult_lr=None)
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    s = train.settings_from(['--out_dir', str(tmp_path), '--resume', '--max_iters', '6'])
+    assert (s.gain_lr, s.mult_lr) == (3e-3, 3e-3)
 
 
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
@@ -815,22 +827,27 @@ def test_matrix_lr_and_wd_move_the_hidden_matrices_alone():
     groups = {g['name']: g for g in train.param_groups(model, s)}
     assert (groups['matrices']['lr'], groups['matrices']['weight_decay']) == (4e-3, 2.5)
     assert (groups['embed_head']['lr'], groups['embed_head']['weight_decay']) == (1e-3, 0.1)
-    assert (groups['gains']['lr'], groups['multipliers']['lr']) == (1e-3, 1e-3)
+    assert (groups['gains']['lr'], groups['multipliers']['lr']) == (1e-2, 1e-2)  # their own
     muon_settings = train.Settings(optimizer='muon', matrix_lr=4e-3)
     muon = {g['name']: g for g in train.param_groups(model, muon_settings)}
     assert muon['matrices']['lr'] == train.Settings().muon_lr  # under Muon: --muon_lr/--muon_wd
 
 
-def test_frozen_gains_are_not_trained(char_data, tmp_path):
+def test_frozen_gains_are_the_blocks_not_the_final_one(char_data, tmp_path):
     model = GPT(tiny_config())
-    names = {g['name'] for g in train.param_groups(model, train.Settings(freeze_gains=True))}
-    assert names == {'matrices', 'embed_head'}
-    gains = model.params_by_kind()['gains']
-    assert not any(p.requires_grad for p in gains)
+    groups = {g['name']: g for g in train.param_groups(model, train.Settings(freeze_gains=True))}
+    assert groups['gains']['params'] == [model.norm_out.weight]
+    block_gains = [p for p in model.params_by_kind()['gains'] if p is not model.norm_out.weight]
+    assert block_gains and not any(p.requires_grad for p in block_gains)
     run(char_data, tmp_path, '--max_iters', '5', '--eval_interval', '5', '--freeze_gains')
-    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    norm_gains = [v for k, v in ckpt['model'].items() if 'norm' in k]
-    assert norm_gains and all(torch.equal(v, torch.ones_like(v)) for v in norm_gains)
+    gains = {k: v for k, v in torch.load(tmp_path / 'ckpt.pt', weights_only=True)['model'].items()
+             if 'norm' in k}
+    assert all(torch.equal(v, torch.ones_like(v)) for k, v in gains.items() if 'blocks.' in k)
+    assert not torch.equal(gains['norm_out.weight'], torch.ones_like(gains['norm_out.weight']))
+    # with --final_gain fixed, no gain is trained at all (the earlier meaning of --freeze_gains)
+    fixed = train.Settings(freeze_gains=True, final_gain='fixed')
+    fixed_model = GPT(tiny_config(final_gain='fixed'))
+    assert 'gains' not in {g['name'] for g in train.param_groups(fixed_model, fixed)}
 
 
 def test_muon_trains_exactly_the_hidden_matrices():

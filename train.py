@@ -72,12 +72,12 @@ class Settings(GPTConfig):  # the model's fields (model.py), then the training r
     grad_clip: float = doc(1.0, 'clip the global grad norm to this; 0 = off', allowed='[0, inf)')
     z_loss: float = doc(0.0, 'add z_loss * logsumexp(logits)^2 to the training loss '
                              '(the paper: 1e-4)', allowed='[0, inf)')
-    gain_lr: float | None = doc(None, "RMSNorm gains' AdamW learning rate (default: learning_rate)",
-                                allowed='[0, inf)')
-    freeze_gains: bool = doc(False, "keep every RMSNorm gain at 1 (the paper's equilibrium sweeps)")
+    # learnable scales want an LR of their own, alike for gains and multipliers (the 2x2 study)
+    gain_lr: float = doc(1e-2, "RMSNorm gains' AdamW learning rate", allowed='[0, inf)')
+    freeze_gains: bool = doc(False, "keep the blocks' RMSNorm gains at 1 (the paper's equilibrium "
+                                    "sweeps; the final norm's gain: --final_gain)")
     # learnable multipliers: how they are trained (paper section 4)
-    mult_lr: float | None = doc(None, "multipliers' AdamW learning rate (default: learning_rate)",
-                                allowed='[0, inf)')
+    mult_lr: float = doc(1e-2, "multipliers' AdamW learning rate", allowed='[0, inf)')
     mult_wd: float = doc(2e-3, "multipliers' weight decay (paper rule 1: small, not 0)",
                          allowed='[0, inf)')
     clip_multipliers: bool = doc(False, 'multipliers in grad clipping too (breaks paper rule 2)')
@@ -136,10 +136,9 @@ def param_groups(model, s):
         ('embed_head', ('embed', 'head'), dict(lr=s.learning_rate, weight_decay=s.weight_decay,
                                                **adamw)),
         # RMSNorm gains are vectors: their gradients average over many entries; no weight decay
-        ('gains', ('gains',), dict(lr=pick(s.gain_lr, s.learning_rate), weight_decay=0.0, **adamw)),
+        ('gains', ('gains',), dict(lr=s.gain_lr, weight_decay=0.0, **adamw)),
         # multipliers: a small weight decay (--mult_wd) stops drift along symmetries (paper rule 1)
-        ('multipliers', ('multipliers',), dict(lr=pick(s.mult_lr, s.learning_rate),
-                                               weight_decay=s.mult_wd, **adamw)),
+        ('multipliers', ('multipliers',), dict(lr=s.mult_lr, weight_decay=s.mult_wd, **adamw)),
     ]
     lr_factors, wd_factors = parse_factors(s.lr_factors, 'lr_factors'), \
         parse_factors(s.wd_factors, 'wd_factors')
@@ -156,10 +155,11 @@ def param_groups(model, s):
             params = sorted((p for kind in group_kinds for p in kinds[kind]), key=order.get)
             groups.append(dict(base, name=name, params=params, lr=base['lr'] * lr_factor,
                                weight_decay=base['weight_decay'] * wd_factor))
-    if s.freeze_gains:  # gains act as column multipliers and partly compensate a scale: drop them
-        groups = [g for g in groups if g['name'] != 'gains']
+    if s.freeze_gains:  # the blocks' gains act as column multipliers and partly compensate a scale
         for p in kinds['gains']:
-            p.requires_grad_(False)
+            if p is not model.norm_out.weight:  # the final gain stays as --final_gain says
+                p.requires_grad_(False)
+        groups = [dict(g, params=[p for p in g['params'] if p.requires_grad]) for g in groups]
     return [g for g in groups if g['params']]
 
 
@@ -480,10 +480,17 @@ def settings_from(argv):
             if name in given and given[name] != saved[name]:
                 fail(f'--{name} {given[name]} differs from the checkpoint ({saved[name]}): '
                      f'resume without it, or start a new --out_dir')
-        s = Settings(**{**saved, **given})
+        s = Settings(**{**saved_settings(saved), **given})
     check(s)
     return s
 
+
+
+def saved_settings(saved):
+    """A checkpoint's settings as Settings takes them: gain_lr and mult_lr saved as None (or not
+    at all) followed learning_rate then."""
+    return {**saved, **{name: pick(saved.get(name), saved['learning_rate'])
+                        for name in ('gain_lr', 'mult_lr')}}
 
 
 def check(s):

@@ -36,12 +36,13 @@ def factor_sum(flags):
 
 def equilibrium_run(steps, lr, wd, mult_lr, eval_interval=100, eval_iters=20, log_interval=100):
     """The flags of a run in equilibrium: one LR and WD for every matrix (the paper's global WD),
-    the multipliers at their own LR and the paper's 2e-3, z-loss 1e-4 (the paper's)."""
+    the RMSNorm gains at that LR (no WD), the multipliers at their own LR and the paper's 2e-3,
+    z-loss 1e-4 (the paper's). A flag given after these wins (argparse: the last one)."""
     return [*SCHEDULE, '--max_iters', str(steps), '--learning_rate', f'{lr:g}',
             '--min_lr', f'{lr / 8:g}', '--muon_lr', f'{lr:g}', '--weight_decay', f'{wd:g}',
-            '--mult_lr', f'{mult_lr:g}', '--mult_wd', '2e-3', '--z_loss', '1e-4',
-            '--eval_interval', str(eval_interval), '--eval_iters', str(eval_iters),
-            '--log_interval', str(log_interval)]
+            '--gain_lr', f'{lr:g}', '--mult_lr', f'{mult_lr:g}', '--mult_wd', '2e-3',
+            '--z_loss', '1e-4', '--eval_interval', str(eval_interval),
+            '--eval_iters', str(eval_iters), '--log_interval', str(log_interval)]
 
 
 def multiplier_distance(record):

@@ -7,9 +7,9 @@ x8 exponential decay over the last sixth) and z-loss 1e-4.
 The learnable scales have an LR of their own, fixed along the ladder (the paper does not state its
 multipliers' LR): the multipliers at 1e-2 (reach 8.5, against distances up to 3.9). The baseline has
 learnable scales too (the RMSNorm gains act as the next matrix's column multipliers), so each
-optimizer runs four ways: none and LRM, each with the gains at the matrix LR (the usual) and at
-1e-2 (the multipliers' LR). LRM minus none, both ways, separates "multipliers" from "a learnable
-scale with a larger LR".
+optimizer runs four ways: none and LRM, each with the gains at the matrix LR (the usual; --gain_lr
+in each grid point, as it moves along the ladder) and at 1e-2 (the multipliers' LR). LRM minus none,
+both ways, separates "multipliers" from "a learnable scale with a larger LR".
 
 Each configuration's matrix LR comes from a ladder a factor sqrt(2) apart (the paper's grid) on
 the tuning seed 1337, widened until its best point has a neighbour on each side. The ladder stops
@@ -67,6 +67,8 @@ def lr_point(lr, name):
     point = dict(learning_rate=f'{lr:.3g}', min_lr=f'{lr / 8:.3g}')  # decay x8
     if name.startswith('muon'):
         point['muon_lr'] = point['learning_rate']
+    if 'gains at' not in name:  # the gains at the matrix LR
+        point['gain_lr'] = point['learning_rate']
     return point
 
 
@@ -121,12 +123,8 @@ def mult_lr_check(name, best):
     return {float(p['mult_lr']): r for p in points for r in records if r['point'] == p}
 
 
-def run_lr(record):
-    return float(record['point']['learning_rate'])  # as the run got it, 3 digits
-
-
-def gain_lr(name, record):
-    return SCALE_LR if 'gains at' in name else run_lr(record)
+def gain_lr(record):
+    return float(record['point'].get('gain_lr', SCALE_LR))  # as the run got it, 3 digits
 
 
 def final_gains(name, record):
@@ -164,7 +162,7 @@ def speed_limited(name, record, gains):
     mult_lr = float(record['point'].get('mult_lr', SCALE_LR))
     limited = '+lrm' in name and 2 * multiplier_distance(record) > reach(mult_lr)
     gain = gains.get(name, {}).get(record['name'])
-    return limited or (gain is not None and 2 * gain > reach(gain_lr(name, record)))
+    return limited or (gain is not None and 2 * gain > reach(gain_lr(record)))
 
 
 def table(results, checks, floor, gains):
@@ -231,7 +229,7 @@ def table(results, checks, floor, gains):
               'per seed |', '|---|---|---|---|']
     for name in results:
         runs = at_best(results, name)
-        lr = gain_lr(name, next(iter(runs.values())))
+        lr = gain_lr(next(iter(runs.values())))
         distances = ', '.join(f'{gains[name][runs[s]["name"]]:.2f}' for s in SEEDS if s in runs)
         lines.append(f'| {name} | {lr:.2g} | {reach(lr):.2f} | {distances} |')
     return '\n'.join(lines) + '\n'

@@ -21,7 +21,8 @@ from experiments.sweep import mean_std, run_points  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # one thread per run, as the results were made
 # nanoGPT's CPU recipe (the default dataset, shakespeare_char): 2000 steps, 1.5M tokens, cosine to
-# min_lr 1e-4, wd 0.1, no dropout; the multipliers train at --learning_rate
+# min_lr 1e-4, wd 0.1, no dropout; the RMSNorm gains and the multipliers train at --learning_rate
+# (--gain_lr and --mult_lr in each grid point: at_lr below)
 CPU = ['--device', 'cpu', '--n_layer', '4', '--n_head', '4', '--n_embd', '128', '--block_size',
        '64', '--batch_size', '12', '--sample_tokens', '0']
 R2000 = CPU + ['--max_iters', '2000', '--eval_iters', '20', '--log_interval', '100']
@@ -33,14 +34,25 @@ ADAMW_LRS = ('1e-3', '1.4e-3', '2e-3')
 # Muon's ladder moves the AdamW groups' LR and muon_lr together
 MUON_LRS = [dict(learning_rate=lr, muon_lr=muon_lr)
             for lr, muon_lr in (('7e-4', '0.014'), ('1e-3', '0.02'), ('1.4e-3', '0.028'))]
+
+
+def at_lr(multipliers, lrs):
+    """A grid point: the multiplier flags, the LRs, then the gains and any multipliers at
+    --learning_rate, given explicitly (as these runs were made)."""
+    point = {**multipliers, **lrs, 'gain_lr': lrs['learning_rate']}
+    if multipliers != NONE:
+        point['mult_lr'] = lrs['learning_rate']
+    return point
+
+
 SWEEPS = {  # out_dir: [(points, seeds, flags), ...] in the order they ran
-    'adamw': [([{**m, 'learning_rate': lr} for m in (NONE, SRC) for lr in ADAMW_LRS], SEEDS[:1],
-               R2000),
-              ([{**NONE, 'learning_rate': '2.8e-3'}], SEEDS[:1], R2000),  # 2e-3 was an edge
-              ([{**NONE, 'learning_rate': '2e-3'}], SEEDS, R2000),  # 3 seeds at the best LRs
-              ([{**SRC, 'learning_rate': '1.4e-3'}], SEEDS, R2000)],
-    'muon': [([{**m, **lr} for m in (NONE, SRC) for lr in MUON_LRS], SEEDS[:1], MUON),
-             ([{**m, **MUON_LRS[0]} for m in (NONE, SRC)], SEEDS, MUON)],
+    'adamw': [([at_lr(m, dict(learning_rate=lr)) for m in (NONE, SRC) for lr in ADAMW_LRS],
+               SEEDS[:1], R2000),
+              ([at_lr(NONE, dict(learning_rate='2.8e-3'))], SEEDS[:1], R2000),  # 2e-3 was an edge
+              ([at_lr(NONE, dict(learning_rate='2e-3'))], SEEDS, R2000),  # 3 seeds at the best LRs
+              ([at_lr(SRC, dict(learning_rate='1.4e-3'))], SEEDS, R2000)],
+    'muon': [([at_lr(m, lr) for m in (NONE, SRC) for lr in MUON_LRS], SEEDS[:1], MUON),
+             ([at_lr(m, MUON_LRS[0]) for m in (NONE, SRC)], SEEDS, MUON)],
 }
 
 

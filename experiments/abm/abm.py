@@ -56,7 +56,7 @@ def brownian_motion(s, vocab_size, log_iters, seed=0):
 def compare(run_dir, matrices=MATRICES):
     """Real vs noise trajectories of the chosen matrices' weight_rms and scalar multipliers."""
     ckpt = load_checkpoint(os.path.join(run_dir, 'ckpt.pt'), 'abm.py')
-    s = train.Settings(**ckpt['settings'])
+    s = train.Settings(**train.saved_settings(ckpt['settings']))
     n_layer = s.n_layer
     names = [m.replace('blocks.-1.', f'blocks.{n_layer - 1}.') for m in matrices]
     real = real_trajectories(run_dir)

@@ -23,9 +23,11 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')  # one thread per run, as the resu
 # nanoGPT's CPU recipe (the default dataset, shakespeare_char)
 CPU = ['--device', 'cpu', '--n_layer', '4', '--n_head', '4', '--n_embd', '128', '--block_size',
        '64', '--batch_size', '12', '--sample_tokens', '0']
-# 2000 steps, cosine from 1e-3 to 1e-4, clip 1.0 (the defaults); a gradient-norm line every 5 steps
+# 2000 steps, cosine from 1e-3 to 1e-4, clip 1.0 (the defaults), the RMSNorm gains and the
+# multipliers at that lr 1e-3 too; a gradient-norm line every 5 steps
 CLIPPING = CPU + ['--max_iters', '2000', '--eval_interval', '100', '--eval_iters', '20',
-                  '--log_interval', '5', '--scalar_mult', '--row_mult', '--col_mult']
+                  '--log_interval', '5', '--gain_lr', '1e-3', '--mult_lr', '1e-3',
+                  '--scalar_mult', '--row_mult', '--col_mult']
 POINTS = [dict(clip_multipliers='0'), dict(clip_multipliers='1')]  # excluded (rule 2), included
 SEEDS = (1337, 1338)
 

@@ -25,12 +25,14 @@ CPU = ['--device', 'cpu', '--n_layer', '4', '--n_head', '4', '--n_embd', '128', 
        '64', '--batch_size', '12', '--sample_tokens', '0']
 # 500 steps: warmup 50, constant, x8 exponential decay over the last 100 (--decay_frac 0.2, the
 # default): at lr * wd = 0.012, 5.0 equilibrium times 1/(lr wd) of the hidden matrices.
-# Embedding and head: lr 2e-3, wd 0.1. Multipliers: lr 1e-2 (the paper's scalar LR in its MLP
-# sweep), wd 2e-3 (the default, rule 1); lr 1e-2 x 417 full-LR steps: they can move by about 4.
+# Embedding and head: lr 2e-3, wd 0.1; the RMSNorm gains where they learn (adamw_gains): lr 2e-3
+# (--gain_lr), no wd. Multipliers: lr 1e-2 (the paper's scalar LR in its MLP sweep), wd 2e-3 (the
+# default, rule 1); lr 1e-2 x 417 full-LR steps: they can move by about 4.
 EQ = CPU + ['--max_iters', '500', '--schedule', 'wsd', '--warmup_iters', '50',
-            '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--mult_lr', '1e-2',
-            '--eval_interval', '25', '--eval_iters', '10', '--log_interval', '25']
-ADAMW_FROZEN = EQ + ['--freeze_gains']
+            '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--gain_lr', '2e-3',
+            '--mult_lr', '1e-2', '--eval_interval', '25', '--eval_iters', '10',
+            '--log_interval', '25']
+ADAMW_FROZEN = EQ + ['--freeze_gains', '--final_gain', 'fixed']  # every RMSNorm gain at 1
 MUON = ADAMW_FROZEN + ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw']  # AdamW's RMS
 S = [('5e-4', '24'), ('1e-3', '12'), ('2e-3', '6'), ('4e-3', '3'), ('8e-3', '1.5')]  # (lr, wd)
 NONE = dict(scalar_mult='0', row_mult='0', col_mult='0')

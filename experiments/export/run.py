@@ -36,11 +36,12 @@ CMAKE_ARGS = ('-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=
 TEXT = os.environ.get('TINYSHAKESPEARE',  # tiny-shakespeare, as the tests find it
                       os.path.join(REPO, '../shared/data/tinyshakespeare/input.txt'))
 # a tiny model with every multiplier: 2 layers, width 64, block 64, 200 steps at an LR high enough
-# that greedy decoding writes varied text (at the default 1e-4 GPT-2's writes newlines only)
+# that greedy decoding writes varied text (at the default 1e-4 GPT-2's writes newlines only); the
+# RMSNorm gains and the multipliers at that LR too
 TRAIN = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '64', '--block_size',
          '64', '--batch_size', '8', '--max_iters', '200', '--eval_interval', '200', '--eval_iters',
-         '5', '--learning_rate', '3e-3', '--sample_tokens', '0', '--scalar_mult', '--row_mult',
-         '--col_mult']
+         '5', '--learning_rate', '3e-3', '--gain_lr', '3e-3', '--mult_lr', '3e-3',
+         '--sample_tokens', '0', '--scalar_mult', '--row_mult', '--col_mult']
 TOKENIZERS = ('gpt2', 'char', 'byte')
 
 

@@ -31,7 +31,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 STEPS, LR, WD, MULT_LR = 1000, 1e-3, 5.0, 1e-2
 RUN = MODEL + equilibrium_run(STEPS, LR, WD, MULT_LR) + ['--row_mult', '--col_mult']
 # the configurations: each optimizer, and a control: AdamW with the RMSNorm gains (the final one
-# is the head's column scale) at the multipliers' LR, 1e-2, not 1e-3 (reach 8.5, not 0.85)
+# is the head's column scale) at the multipliers' LR, 1e-2, not 1e-3 (reach 8.5, not 0.85): 10 x
+# the --gain_lr that equilibrium_run gives them
 OPTIMIZERS = {'adamw': [], 'muon': MUON, 'adamw, gains at lr 1e-2': ['--lr_factors', 'gains=10']}
 
 

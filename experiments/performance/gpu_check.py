@@ -104,11 +104,13 @@ def plan(args, started, work):
 
 def train_flags(p, size, device, dtype, compiled, steps):
     """train.py's flags: evaluated at 0 and at the end, a log line every step, the same
-    schedule for a run of `steps` and for its halves (--lr_decay_iters)."""
+    schedule for a run of `steps` and for its halves (--lr_decay_iters); the RMSNorm gains and
+    the multipliers at the default --learning_rate, 1e-3, as the checks were made."""
     return [*size, '--device', device, '--dtype', dtype, '--compile', str(compiled).lower(),
             '--dataset', p['dataset'], '--grad_accum', 2, '--max_iters', steps,
             '--eval_interval', steps, '--eval_iters', 2, '--log_interval', 1, '--warmup_iters', 2,
-            '--lr_decay_iters', steps, '--sample_tokens', 0]
+            '--lr_decay_iters', steps, '--sample_tokens', 0, '--gain_lr', '1e-3',
+            '--mult_lr', '1e-3']
 
 
 def dataset_folder(dataset):

@@ -36,12 +36,12 @@ MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
 # 12,000 steps of the paper's schedule (warmup 100, constant, x8 decay over the last sixth):
 # sum_t factor_t = 10,790. Hidden matrices at lr 2e-3, wd 6: 129 equilibrium times; embedding and
-# head at wd 0.1: 2.2. The multipliers at lr 5e-2: their reach is 540, and 2e-3 acts for 1.08 of
-# their equilibrium times 1 / (lr wd).
+# head at wd 0.1: 2.2; the RMSNorm gains at lr 2e-3 too. The multipliers at lr 5e-2: their reach
+# is 540, and 2e-3 acts for 1.08 of their equilibrium times 1 / (lr wd).
 STEPS, MULT_LR = 12000, 5e-2
 RUN = ['--max_iters', str(STEPS), '--schedule', 'wsd', '--warmup_iters', '100',
        '--decay_frac', '0.167', '--learning_rate', '2e-3', '--min_lr', '2.5e-4',
-       '--matrix_lr', '2e-3', '--matrix_wd', '6', '--row_mult', '--col_mult',
+       '--matrix_lr', '2e-3', '--matrix_wd', '6', '--gain_lr', '2e-3', '--row_mult', '--col_mult',
        '--mult_lr', str(MULT_LR), '--dtype', 'bfloat16', '--z_loss', '1e-4',
        '--eval_interval', '400', '--eval_iters', '10', '--log_interval', '400']
 POINTS = [dict(mult_wd=wd) for wd in ('0', '2e-3', '0.1')]

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS, LR, WD, MULT_LR = 1000, 1e-3, 5.0, 5e-2
 WIDTHS = (64, 128, 256, 512)
 RUN = (MODEL + equilibrium_run(STEPS, LR, WD, MULT_LR)
-       + ['--scalar_mult', '--freeze_gains', '--eval_iters', '10'])
+       + ['--scalar_mult', '--freeze_gains', '--final_gain', 'fixed', '--eval_iters', '10'])
 KINDS = ('attn.q', 'attn.k', 'attn.v', 'attn.o', 'mlp.gate', 'mlp.up', 'mlp.down')
 
 
