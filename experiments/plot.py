@@ -42,11 +42,34 @@ def read_results(path):
 
 
 def errorbar(ax, points, **style):
-    """points {x: [values over seeds]} -> the mean with a std error bar at each x (without NaN)."""
+    """points {x: [values over seeds]} -> the mean with a std error bar at each x (without NaN);
+    an x with one seed gets an open marker (seed_keys names them in a legend)."""
     stats = {x: mean_std(values) for x, values in sorted(points.items())}
     xs = [x for x, st in stats.items() if st]
     means, stds = [stats[x][0] for x in xs], [stats[x][1] for x in xs]
-    ax.errorbar(xs, means, stds, marker='o', capsize=3, **style)
+    line = ax.errorbar(xs, means, stds, marker='o', capsize=3, **style)[0]
+    single = [x for x in xs if sum(v is not None and math.isfinite(v) for v in points[x]) == 1]
+    ax.plot(single, [stats[x][0] for x in single], 'o', color=line.get_color(), mfc='white',
+            zorder=line.get_zorder() + 0.1)  # over the filled marker
+
+
+OPEN, FILLED, SQUARE = dict(marker='o', mfc='w'), dict(marker='o'), dict(marker='s')
+
+
+def legend(ax, keys=(), **style):
+    """The legend: a coloured line per label, then a gray marker per (label, marker style) key."""
+    from matplotlib.lines import Line2D
+    handles, labels = ax.get_legend_handles_labels()
+    lines = [h[0] if isinstance(h, tuple) else h for h in handles]  # an errorbar's data line
+    handles = [Line2D([], [], color=h.get_color(), ls=h.get_linestyle()) for h in lines]
+    handles += [Line2D([], [], color='gray', ls='', **marker) for _, marker in keys]
+    ax.legend(handles, labels + [label for label, _ in keys], **style)
+
+
+def seed_keys(counts):
+    """Legend keys for errorbar's markers, one per seed count: filled = mean ± std, open = 1."""
+    return [(f'mean ± std, {n} seeds', FILLED) if n > 1 else ('1 seed', OPEN)
+            for n in sorted(counts, reverse=True)]
 
 
 def log_axis(ax, which, ticks=None):
@@ -116,29 +139,51 @@ def plot_sweep(paths, x, out, seed=None):
     """Final val loss vs flag x, one line per setting of the other flags; bars: std over seeds.
 
     Flags that change together with x (one axis, e.g. learning_rate:muon_lr) name no line of their
-    own. seed: plot that seed's runs alone (when some points have more seeds than others).
+    own; those whose values differ from x's are written under x's ticks. seed: the line is that
+    seed's runs alone (a ladder tuned on one seed), and beside each x run with more seeds (the
+    ladder's chosen value) a square shows the mean ± std of all of them.
     """
-    fig, axes = figure(1, len(paths))
+    fig, axes = figure(1, len(paths), width=4.2, height=3.6)
     for ax, path in zip(axes[0], paths):
-        runs = [r for r in read_results(path) if seed is None or r['seed'] == seed]
+        every = read_results(path)
+        runs = [r for r in every if seed is None or r['seed'] == seed]
         xs = {r['point'][x] for r in runs}
         follows_x = {k for k in runs[0]['point']  # k is a function of x
                      if len({(r['point'][x], r['point'].get(k)) for r in runs}) == len(xs)}
-        lines = defaultdict(lambda: defaultdict(list))
-        for r in runs:
+        under = [k for k in follows_x if any(r['point'].get(k) != r['point'][x] for r in runs)]
+        lines = defaultdict(lambda: defaultdict(list))  # {label: {x: [final val loss]}}
+        all_seeds = defaultdict(lambda: defaultdict(list))
+        for r in every:
             point = r['point']
             flags = ', '.join(f'{k}={v}' for k, v in point.items()
                               if k not in follows_x and 'mult' not in k)
             label = ' '.join(filter(None, [mult_label(point), flags]))
-            lines[label][float(point[x])].append(r['final_val_loss'])
-        for label, points in sorted(lines.items()):
-            errorbar(ax, points, label=label)
-        log_axis(ax, 'x', sorted(float(v) for v in xs))
-        ax.set_xlabel(x, fontsize=8)
-        which = f' (seed {seed})' if seed is not None else ''
-        ax.set_ylabel(f'final val loss{which}', fontsize=8)
+            all_seeds[label][float(point[x])].append(r['final_val_loss'])
+            if seed is None or r['seed'] == seed:
+                lines[label][float(point[x])].append(r['final_val_loss'])
+        seeds = sorted({r['seed'] for r in every})
+        for i, (label, points) in enumerate(sorted(lines.items())):
+            errorbar(ax, points, color=f'C{i}', label=label)
+            for value, losses in all_seeds[label].items():
+                if seed is not None and len(losses) > len(points[value]):
+                    mean, std = mean_std(losses)
+                    ax.errorbar([value * 1.04], [mean], [std], marker='s', capsize=3,
+                                color=f'C{i}')
+        ticks = {float(r['point'][x]): '\n'.join(r['point'][k] for k in [x] + under)
+                 for r in runs}  # x as recorded, over the flags that move with it
+        log_axis(ax, 'x', sorted(ticks))
+        ax.set_xticks(sorted(ticks), [ticks[v] for v in sorted(ticks)])
+        ax.set_xlabel(x + (f"\n(ticks: {x} over {', '.join(under)})" if under else ''),
+                      fontsize=8)
+        ax.set_ylabel('final val loss', fontsize=8)
         ax.set_title(os.path.basename(os.path.dirname(path)), fontsize=8)
-        ax.legend(fontsize=7)
+        keys = seed_keys({len(v) for p in lines.values() for v in p.values()})
+        if seed is not None:
+            keys = [(f'seed {seed}', OPEN), (f'mean ± std, seeds {seeds[0]}-{seeds[-1]},'
+                                             f'\nat the chosen {x}', SQUARE)]
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(top=top + 0.8 * (top - bottom))  # room for the legend above the lines
+        legend(ax, keys, fontsize=7, loc='upper center', ncol=2)
     save(fig, out)
 
 
@@ -159,8 +204,12 @@ def plot_equilibrium(paths, out):
     fig, axes = figure(len(paths), 3)
     for row, path in zip(axes, paths):
         by_config = defaultdict(lambda: defaultdict(list))
+        pairs = {}  # S: 'lr, wd' of the hidden matrices
         for r in read_results(path):
             by_config[mult_label(r['point'])][equilibrium_scale(r['point'])].append(r)
+            prefix = 'muon' if 'muon_lr' in r['point'] else 'matrix'
+            pairs[equilibrium_scale(r['point'])] = ', '.join(
+                r['point'][f'{prefix}_{k}'] for k in ('lr', 'wd'))
         for i, (label, points) in enumerate(by_config.items()):
             xs = sorted(points)
             for ax, value in ((row[0], lambda r: r['final_val_loss']),
@@ -175,13 +224,17 @@ def plot_equilibrium(paths, out):
         row[2].set_title('RMS of W = s r W~ c (mean over hidden matrices)', fontsize=8)
         xs = sorted({x for points in by_config.values() for x in points})
         reference = by_config['none'][xs[0]] if 'none' in by_config else None
-        if reference:  # a line proportional to S through the first 'none' point: ||W~|| ~ S
-            y0 = hidden_mean(reference[0]['final'], '.weight_rms')
+        if reference:  # a line proportional to S through the first 'none' mean: ||W~|| ~ S
+            y0 = mean_std([hidden_mean(r['final'], '.weight_rms') for r in reference])[0]
             row[1].plot(xs, [y0 * x / xs[0] for x in xs], 'k:', lw=1, label='∝ S')
+        counts = {len(runs) for points in by_config.values() for runs in points.values()}
         for ax in row:
             log_axis(ax, 'x', xs)
-            ax.set_xlabel('S = sqrt(lr / wd) of the hidden matrices', fontsize=8)
-            ax.legend(fontsize=7)
+            ax.set_xticks(xs, [f'{x:.3g}\n{pairs[x]}' for x in xs])  # S over its (lr, wd)
+            ax.set_xlabel('S = sqrt(lr / wd) of the hidden matrices\n(ticks: S over lr, wd)',
+                          fontsize=8)
+            # what the markers mean, once per row: every panel of the row draws the same runs
+            legend(ax, seed_keys(counts) if ax is row[0] else (), fontsize=7)
         for ax in row[1:]:
             log_axis(ax, 'y')
     save(fig, out)
@@ -194,8 +247,9 @@ def plot_clipping(sweep_dir, out, early=300):
     logs = {r['name']: read_log(os.path.join(sweep_dir, 'runs', r['name'])) for r in runs}
     fig, axes = figure(1, 2, width=4.5)
     data = dict(early_grad_norms={}, val_loss_gap={})
+    first = min(r['seed'] for r in runs)  # the left panel shows this seed alone
     for r in runs:
-        if r['seed'] != min(x['seed'] for x in runs):
+        if r['seed'] != first:
             continue
         included = r['point']['clip_multipliers'] in ('1', 'true', 'True')
         steps = [x for x in logs[r['name']][1] if x['iter'] <= early]
@@ -209,7 +263,7 @@ def plot_clipping(sweep_dir, out, early=300):
         data['early_grad_norms'][label] = dict(iters=iters, rest=rest, multipliers=multipliers)
     axes[0, 0].axhline(1.0, color='k', lw=0.8, ls=':', label='clip threshold')
     axes[0, 0].set_yscale('log')
-    axes[0, 0].set_title(f'pre-clip gradient norms, first {early} steps', fontsize=8)
+    axes[0, 0].set_title(f'pre-clip gradient norms, first {early} steps, seed {first}', fontsize=8)
     top = axes[0, 0].get_ylim()[1]
     axes[0, 0].set_ylim(top=top * 30)  # room for the legend above the curves
     axes[0, 0].legend(fontsize=6, loc='upper right', ncol=2)

@@ -8,7 +8,8 @@ last 0.11-0.29 equilibrium times 1/(lr wd) for AdamW, 1.6-3.0 for Muon's hidden 
     python experiments/2x2_nanogpt_recipe/run.py     # resumable: recorded runs are skipped
 
 Writes <optimizer>/results.json (one record per run) and results.md, prints the table and the
-paired differences, and redraws lr_2x2.png (final val loss against the LR, seed 1337).
+paired differences, and redraws lr_2x2.png (final val loss against the LR: the ladders on seed
+1337, the mean ± std of the three seeds beside each best LR).
 """
 import os
 import sys

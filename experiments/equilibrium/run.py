@@ -36,7 +36,7 @@ ADAMW_FROZEN = EQ + ['--freeze_gains', '--final_gain', 'fixed']  # every RMSNorm
 MUON = ADAMW_FROZEN + ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw']  # AdamW's RMS
 S = [('5e-4', '24'), ('1e-3', '12'), ('2e-3', '6'), ('4e-3', '3'), ('8e-3', '1.5')]  # (lr, wd)
 NONE = dict(scalar_mult='0', row_mult='0', col_mult='0')
-SRC = dict(scalar_mult='1', row_mult='1', col_mult='1')  # s + r + c on every matrix and the head
+SRC = dict(scalar_mult='1', row_mult='1', col_mult='1')  # s + r + c on every matrix; head: s
 SCALAR = dict(scalar_mult='1', row_mult='0', col_mult='0')
 SEEDS = (1337, 1338)
 

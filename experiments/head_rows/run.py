@@ -100,17 +100,18 @@ def plot(results, learned, path):
             axes[0].scatter(log_freq, data['rows'], s=10, alpha=0.6, color=f'C{i}',
                             marker='os^'[j % 3], label=f'{optimizer}, {name}')
         deltas = paired(results[optimizer], config, 'all', 'head_rows', SEEDS)
-        axes[1].scatter([i] * len(deltas), list(deltas.values()), color='C0', s=18)
+        axes[1].scatter([i] * len(deltas), list(deltas.values()), color='C0', s=18,
+                        label=None if i else 'one seed')
         if deltas:
             axes[1].errorbar(i + 0.1, *mean_std(list(deltas.values())), fmt='o', color='C3',
-                             capsize=4)
+                             capsize=4, label=None if i else f'mean ± std, {len(deltas)} seeds')
     axes[0].set_xlabel('log10 frequency of the token in the training text')
     axes[0].set_ylabel('head row multiplier r_i')
     axes[0].legend(fontsize=6)
     axes[1].axhline(0, color='grey', lw=0.8)
     axes[1].set_xticks(range(len(learned)), list(learned))
-    axes[1].set_title('final val loss, head_rows minus all, per seed (red: mean ± std)',
-                      fontsize=9)
+    axes[1].set_title('final val loss, head_rows minus all, paired by seed', fontsize=9)
+    axes[1].legend(fontsize=7, loc='upper left')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -112,8 +112,10 @@ def plot(results, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, ((optimizer, kind), (ladder, best, runs, noise)) in enumerate(results.items()):
         style = dict(color=f'C{i // 2}', ls='-' if kind == 'linear' else '--', marker='o')
-        axes[0].plot([float(lr) for lr in ladder], list(ladder.values()),
-                     label=f'{optimizer}, {kind}', **style)
+        axes[0].plot([float(lr) for lr in ladder], list(ladder.values()), mfc='white',
+                     label=f'{optimizer}, {kind}', **style)  # open: one seed
+        axes[0].plot(float(best), ladder[best], '*', ms=11, color=f'C{i // 2}',
+                     label='the chosen LR' if i == len(results) - 1 else None)
         axes[1].scatter([i] * len(runs), [r['final_val_loss'] for r in runs], color=f'C{i // 2}',
                         marker='o' if kind == 'linear' else 'x')
     axes[0].set_xscale('log')
@@ -123,8 +125,10 @@ def plot(results, path):
     axes[0].set_xlabel("multipliers' LR (tuning seed 1336)")
     axes[0].set_ylabel('final val loss')
     axes[0].legend(fontsize=8)
-    axes[1].set_xticks(range(len(results)), [f'{o}\n{k}' for o, k in results], fontsize=8)
-    axes[1].set_title('final val loss at each best LR, 3 seeds (one point each)', fontsize=9)
+    axes[1].set_xticks(range(len(results)), [f'{o}\n{k}\nmult_lr {r[1]}'
+                                              for (o, k), r in results.items()], fontsize=8)
+    axes[1].set_title('final val loss at each chosen LR, seeds 1340-1342 (one point each)',
+                      fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

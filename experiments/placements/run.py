@@ -80,7 +80,8 @@ def plot(results, path):
             runs = [r for r in records if config(r) == placement and r['status'] == 'ok']
             if runs and speed_limited(runs):
                 ax.annotate('speed-limited', (x, max(deltas.values(), default=0)),
-                            textcoords='offset points', xytext=(-30, 8), fontsize=8, color='C3')
+                            textcoords='offset points', xytext=(-8, 0), ha='right', va='center',
+                            fontsize=8, color='C3')  # left of the top point, under the title
         ax.axhline(0, color='grey', lw=0.8)
         ax.set_xticks(range(len(PLACEMENTS)), PLACEMENTS)
         ax.set_title(f'{optimizer}: final val loss minus `all`, paired by seed', fontsize=9)

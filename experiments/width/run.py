@@ -83,16 +83,19 @@ def plot(records, path):
               ('learned scalars', ['head scalar', 'Q K scalar product', 'embed scalar'])]
     for ax, (title, names) in zip(axes, panels):
         for name in names:
-            ax.plot(widths, [m[name] for _, m in rows], marker='o', label=name)
+            ax.plot(widths, [m[name] for _, m in rows], marker='o', mfc='white', label=name)
         ax.set_xscale('log', base=2)
         ax.set_yscale('log')
         ax.set_title(title, fontsize=9)
         ax.set_xlabel('width d')
-    for power, style in ((-1, ':'), (-2, '-.')):  # guides through the first width's head scalar
+    # guides from the first width: d^-1 through the head scalar, d^-2 through the Q K product
+    for power, style in ((-1, ':'), (-2, '-.')):
         head = rows[0][1]['head scalar'] if power == -1 else rows[0][1]['Q K scalar product']
         axes[2].plot(widths, [head * (w / widths[0]) ** power for w in widths], 'k' + style,
                      lw=0.8, label=f'd^{power}')
-    for ax in axes:
+    axes[0].set_ylim(top=axes[0].get_ylim()[1] * 2)  # room for the legend above the head's norm
+    axes[0].legend(fontsize=6, ncol=3, loc='upper center')
+    for ax in axes[1:]:
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
