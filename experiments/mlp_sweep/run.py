@@ -1,10 +1,11 @@
 """
 The paper's MLP sweep (Sec. 3, App. B, Figs. 8-9), at small scale: move the equilibrium scale
-S = sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, every RMSNorm gain frozen at 1
-(the final norm's too), in four configurations: Adam, Adam + a learnable scalar on each of the three
-matrices, Muon, Muon + scalars (the scalars at lr 1e-2 and no weight decay, as in the paper).
+S = sqrt(lr / wd) of W_gate, W_up and W_down alone, at fixed lr * wd, the blocks' RMSNorm gains
+frozen at 1 (the paper's), in four configurations: Adam, Adam + a learnable scalar on each of the
+three matrices, Muon, Muon + scalars (the scalars without weight decay, as in the paper).
 
-    python experiments/mlp_sweep/run.py     # resumable: the runs results.json holds are skipped
+    python experiments/mlp_sweep/run.py         # resumable: the runs results.json holds are skipped
+    python experiments/mlp_sweep/run.py reach   # the scalars at 5e-2 where 2e-2 is too slow
 
 Writes <config>/results.json (one record per run), results.md (the tables) and mlp_sweep.png.
 """
@@ -13,24 +14,28 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
-from experiments.recipe import factor_sum  # noqa: E402
+from experiments.recipe import factor_sum, write_report  # noqa: E402
 from experiments.sweep import mean_std, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
          '--n_embd', '128', '--block_size', '64', '--batch_size', '12', '--sample_tokens', '0']
-# 500 steps: warmup 50, constant, then x8 exponential decay over the last sixth (the paper's shape).
-# The LR factors sum to 427 (factor_sum): the hidden matrices (lr * wd = 0.012) last 5.1
-# equilibrium times 1/(lr wd); the embedding and head (lr 2e-3, wd 0.1) only 0.085.
-# No z-loss (the paper's MLP sweep had z-loss 1e-4); --freeze_gains freezes the final norm too.
-RUN = ['--max_iters', '500', '--schedule', 'wsd', '--warmup_iters', '50', '--decay_frac', '0.167',
-       '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--eval_interval', '50',
-       '--eval_iters', '10', '--log_interval', '50', '--freeze_gains']
+# 1000 steps: warmup 100, constant, then x8 exponential decay over the last sixth (the paper's
+# shape). The LR factors sum to 853.7 (factor_sum): the hidden matrices (lr * wd = 0.012) last
+# 10.2 equilibrium times 1/(lr wd); the embedding and head (lr 2e-3, wd 0.1) only 0.17.
+# z-loss 1e-4 (the paper's); the final norm's gain learns, at 1e-2.
+RUN = ['--max_iters', '1000', '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac',
+       '0.167', '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--eval_interval', '100',
+       '--eval_iters', '10', '--log_interval', '100', '--freeze_gains', '--gain_lr', '1e-2',
+       '--z_loss', '1e-4']
 ADAM = ['--matrix_lr', '2e-3', '--matrix_wd', '6']  # hidden matrices: S = 0.018, lr * wd = 0.012
 MUON = ['--optimizer', 'muon', '--muon_scale', 'match_rms_adamw', '--muon_lr', '2e-3',
         '--muon_wd', '6']  # the same S: Muon's update RMS matched to AdamW's
-# one scalar on each MLP matrix, lr 1e-2 and no WD (the paper's): its reach is 1e-2 x 427 = 4.27
-SCALARS = ['--scalar_mult', '--mult_placement', 'mlp', '--mult_lr', '1e-2', '--mult_wd', '0']
+# one scalar on each MLP matrix, no WD (the paper's), lr 2e-2 (the paper's 1e-2 in a far longer
+# run): its reach, 2e-2 x 853.7 = 17.1, was twice the ~7 the first version's k = 1/4 scalars needed;
+# here Adam's need 21 there (speed-limited; `reach` runs them at 5e-2)
+SCALARS = ['--scalar_mult', '--mult_placement', 'mlp', '--mult_lr', '2e-2', '--mult_wd', '0']
+MULT_LR = 2e-2
 CONFIGS = {'adam': ADAM, 'adam+scalars': ADAM + SCALARS,
            'muon': MUON, 'muon+scalars': MUON + SCALARS}
 S_FACTORS = (0.25, 0.5, 1, 2, 4)  # S of gate, up and down relative to the rest: lr x k, wd / k
@@ -66,7 +71,7 @@ def per_seed(records, k, value):
 
 
 
-REACH = 1e-2 * factor_sum(MODEL + RUN)  # Adam moves a scalar by about its lr a step
+REACH = MULT_LR * factor_sum(MODEL + RUN)  # Adam moves a scalar by about its lr a step
 
 
 def mlp_mean(final, suffix):
@@ -90,11 +95,11 @@ def scalar_distance(records, k):
     return (max(travelled), max(needed)) if travelled else None
 
 
-def speed_limited(records, k):
+def speed_limited(records, k, reach=REACH):
     """Reach below twice the distance (travelled or needed): the point measures the scalars'
     speed, not the method."""
     distance = scalar_distance(records, k)
-    return distance is not None and REACH < 2 * max(distance)
+    return distance is not None and reach < 2 * max(distance)
 
 
 def cell(values, digits=4):
@@ -122,7 +127,7 @@ def tables(records):
             deltas = [b - a for a, b in zip(none, mult)]
             lines.append(f"| {optimizer} | {k:g} | {', '.join(f'{d:+.4f}' for d in deltas)} | "
                          f'{mean_std(deltas)[0]:+.4f} ± {mean_std(deltas)[1]:.4f} |')
-    lines += ['', 'The scalars\' reach (lr 1e-2 x sum of LR factors '
+    lines += ['', f'The scalars\' reach (lr {MULT_LR:g} x sum of LR factors '
               f'{factor_sum(MODEL + RUN):.1f}) = '
               f'{REACH:.2f}, against the farthest any scalar travelled from 1 and would need to '
               'travel (to its matrix\'s W at k = 1, same seed); speed-limited where the reach is '
@@ -226,12 +231,46 @@ def plot(records, path):
     fig.savefig(path, dpi=110)
 
 
-if __name__ == '__main__':
+# The reach check: the scalars at 5e-2 (reach 42.7) where 2e-2 is too slow (k = 1/4), at the other
+# end, where Adam + scalars still lose, and at the centre for reference; seeds 1337 and 1338
+CHECK_K = (0.25, 1, 4)
+FAST_LR = 5e-2
+CHECK = os.path.join(HERE, 'mult_lr_5e-2')
+
+
+def reach_check():
+    """{config: [its records at 5e-2]}, running what is missing."""
+    records = {}
+    for name in ('adam+scalars', 'muon+scalars'):
+        flags = MODEL + RUN + CONFIGS[name] + ['--mult_lr', f'{FAST_LR:g}']
+        runs = run_points(os.path.join(CHECK, name), [mlp_point(k) for k in CHECK_K],
+                          (1337, 1338), flags)
+        records[name] = [r for r in runs if r['status'] == 'ok']
+    return records
+
+
+def check_table(fast, records):
+    reach = FAST_LR * factor_sum(MODEL + RUN)
+    lines = [f'The scalars at lr {MULT_LR:g} (reach {REACH:.1f}) and {FAST_LR:g} (reach '
+             f'{reach:.1f}): final val loss per seed (1337, 1338); the farthest scalar\'s distance '
+             '(travelled, needed, as in results.md)', '',
+             '| configuration | k | at 2e-2 | at 5e-2 | 5e-2 minus 2e-2 | distance at 5e-2 | |',
+             '|---|---|---|---|---|---|---|']
+    for name in fast:
+        for k in CHECK_K:
+            slow = per_seed(records[name], k, lambda r: r['final_val_loss'])
+            quick = per_seed(fast[name], k, lambda r: r['final_val_loss'])
+            deltas = [b - a for a, b in zip(slow, quick)]
+            travelled, needed = scalar_distance(fast[name], k)
+            flag = 'speed-limited' if speed_limited(fast[name], k, reach) else ''
+            lines.append(f"| {name} | {k:g} | {', '.join(f'{x:.4f}' for x in slow)} | "
+                         f"{', '.join(f'{x:.4f}' for x in quick)} | {cell(deltas)} | "
+                         f'{travelled:.2f}, {needed:.2f} | {flag} |')
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__' and sys.argv[1:] == ['reach']:
+    write_report(CHECK, check_table(reach_check(), sweep()), lambda: None)
+elif __name__ == '__main__':
     records = sweep()
-    with open(os.path.join(HERE, 'results.md'), 'w') as f:
-        f.write(tables(records))
-    print(tables(records))
-    try:
-        plot(records, os.path.join(HERE, 'mlp_sweep.png'))
-    except ImportError:
-        print('no figure: pip install matplotlib')
+    write_report(HERE, tables(records), lambda: plot(records, os.path.join(HERE, 'mlp_sweep.png')))
