@@ -30,8 +30,8 @@ MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '
 RUN = ['--max_iters', '1000', '--schedule', 'wsd', '--warmup_iters', '100', '--decay_frac', '0.167',
        '--learning_rate', '2e-3', '--min_lr', '2.5e-4', '--matrix_lr', '2e-3', '--matrix_wd', '6',
        '--eval_interval', '100', '--eval_iters', '10', '--log_interval', '100']
-# the final gain at an LR of its own, 5e-2: reach 5e-2 x 853.7 = 42.7, twice the ~20 it travelled
-# at k = 1/16 in the first sweep; the blocks' gains frozen at 1 (at 5e-2 block 0's Q/K collapse)
+# the final gain at an LR of its own, 5e-2: reach 5e-2 x 853.7 = 42.7, twice the ~20 it needed at
+# k = 1/16 in the first sweep; the blocks' gains frozen at 1 (at 5e-2 block 0's Q/K collapse)
 GAIN_LR = 5e-2
 SWEEP = MODEL + RUN + ['--gain_lr', f'{GAIN_LR:g}', '--freeze_gains']
 # the first sweep: the embedding at wd 6 too and every gain at 10 x 2e-3 (reach 17.1)
