@@ -17,6 +17,7 @@ To use one core per run and two sweeps side by side: OMP_NUM_THREADS=1 python ex
 """
 import argparse
 import fcntl
+import hashlib
 import itertools
 import json
 import math
@@ -43,7 +44,10 @@ def parse_axis(text):
 
 
 def run_name(point, seed):
-    return ','.join(f'{k}={v}' for k, v in {**point, 'seed': seed}.items()).replace('/', '_')
+    """The run's folder name: its flags; past 200 characters (a file name may have 255), the
+    first 180 and a hash of the whole."""
+    name = ','.join(f'{k}={v}' for k, v in {**point, 'seed': seed}.items()).replace('/', '_')
+    return name if len(name) <= 200 else f'{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}'
 
 
 def summarize(run_dir):
