@@ -14,19 +14,19 @@ from dataclasses import dataclass
 
 import torch
 
-from data.common import GPT2_BPE_ENV, GPT2_PATTERN
-from model import doc
+from data.common import GPT2_BPE_ENV, GPT2_PATTERN, gpt2_encoding
+from model import flag
 from runtime import check_writable_folder, fail, parse_flags, save_checkpoint
 from sample import load_model
 
 
 @dataclass
 class ExportSettings:
-    out_dir: str = doc('out', 'folder holding ckpt.pt (written by train.py)')
-    ckpt: str = doc('', 'checkpoint path (default: out_dir/ckpt.pt)')
-    pt: str = doc('', 'save the folded model at this path (a checkpoint sample.py loads)')
-    hf: str = doc('', 'write the folded model and its tokenizer into this folder as a Hugging Face '
-                      'Llama checkpoint (needs transformers)')
+    out_dir: str = flag('out', 'folder holding ckpt.pt (written by train.py)')
+    ckpt: str = flag('', 'checkpoint path (default: out_dir/ckpt.pt)')
+    pt: str = flag('', 'save the folded model at this path (a checkpoint sample.py loads)')
+    hf: str = flag('', 'write the folded model and its tokenizer into this folder as a Hugging '
+                       'Face Llama checkpoint (transformers >= 4.57)')
 
 
 # -------------------------------------------------------------------------------------------------
@@ -43,13 +43,29 @@ LLAMA_CPP_NOTE = {
 }
 
 
+# the oldest transformers the export was run with: 4.57.6, which llama.cpp's converter pins (5.25.0
+# too); older ones lack LlamaConfig's head_dim and dtype
+MIN_TRANSFORMERS = '4.57'
+
+
 def check_hf_folder(folder):
-    """Fail in one line, before any work, when --hf cannot write its folder."""
+    """Fail in one line, before any work and before anything is written, when --hf cannot write
+    its folder or transformers is missing or older than MIN_TRANSFORMERS."""
     try:
-        import transformers  # noqa: F401
+        import transformers
+        from packaging.version import Version  # a dependency of transformers
     except ImportError:
         fail('--hf needs transformers (pip install transformers)')
-    check_writable_folder(folder, '--hf')
+    if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
+        fail(f'--hf needs transformers >= {MIN_TRANSFORMERS}, not {transformers.__version__} '
+             f"(pip install 'transformers>={MIN_TRANSFORMERS}')")
+    existing = os.path.abspath(folder)  # the folder, else the nearest folder above it that exists
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        fail(f'--hf {folder}: {existing} is a file, not a folder')
+    if not os.access(existing, os.W_OK):
+        fail(f'--hf {folder}: {existing} is not writable')
 
 
 def llama_config(model, meta):
@@ -99,30 +115,48 @@ def llama_state_dict(model):
 
 
 def hf_tokenizer(meta):
-    """The dataset's tokenizer as a transformers tokenizer that gives nanoLRM's ids. GPT-2's is
-    built from the local .tiktoken ranks; FileNotFoundError when there are none."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """The dataset's tokenizer as a transformers tokenizer that gives nanoLRM's ids, built in memory
+    with the tokenizers library alone (transformers' own converters differ between 4.x and 5.x).
+    GPT-2's ranks come from where sample.py finds them; without them: one line, exit 2."""
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers,
+                            processors)
     from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter, bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
     if meta['tokenizer'] == 'char':  # each character a word of its own, its id its place in chars
         tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(meta['chars'])}))
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')
         tokenizer.decoder = decoders.Fuse()  # joined without spaces
         return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+    byte_to_char = bytes_to_unicode()  # byte-level BPE spells each byte as a printable character
     if meta['tokenizer'] == 'byte':  # id = byte value: a byte-level BPE of 256 bytes, no merges
-        byte_to_char = bytes_to_unicode()
         tokenizer = Tokenizer(models.BPE({byte_to_char[b]: b for b in range(256)}, merges=[]))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tokenizer.decoder = decoders.ByteLevel()
         return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
-    path = os.environ.get(GPT2_BPE_ENV, '')
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"GPT-2's BPE ranks are not at hand offline: set ${GPT2_BPE_ENV} "
-                                'to a gpt2.tiktoken file')
-    converter = TikTokenConverter(vocab_file=path, pattern=GPT2_PATTERN,
-                                  extra_special_tokens=['<|endoftext|>'])  # vocab and merges
-    return PreTrainedTokenizerFast(tokenizer_object=converter.converted(),
-                                   bos_token='<|endoftext|>', eos_token='<|endoftext|>')
+    try:
+        encoding = gpt2_encoding()  # the $NANOLRM_GPT2_BPE file, else tiktoken's (downloaded once)
+    except OSError as err:
+        fail(f"--hf: GPT-2's BPE ranks are not at hand ({err}): set ${GPT2_BPE_ENV} to a "
+             'gpt2.tiktoken file, or run once online (tiktoken keeps them)')
+    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.eot_token)}
+    spell = lambda token: ''.join(byte_to_char[b] for b in token)
+    # a token of 2+ bytes merges each split of it into two tokens, listed in the order of its rank
+    # (as transformers' TikTokenConverter lists them)
+    merges = sorted((rank, ranks[token[:i]], ranks[token[i:]], token[:i], token[i:])
+                    for token, rank in ranks.items() for i in range(1, len(token))
+                    if token[:i] in ranks and token[i:] in ranks)
+    vocab = {spell(token): i for token, i in ranks.items()}
+    # ignore_merges: a pre-split piece that is a token stays whole, as tiktoken looks it up
+    tokenizer = Tokenizer(models.BPE(vocab, [(spell(a), spell(b)) for *_, a, b in merges],
+                                     fuse_unk=False, ignore_merges=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([  # GPT-2's pre-split, then bytes
+        pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior='isolated'),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken('<|endoftext|>', normalized=False, special=True)])
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)  # offsets only
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token='<|endoftext|>',
+                                   eos_token='<|endoftext|>')
 
 
 def name_tokenizer_class(folder):
@@ -138,18 +172,17 @@ def name_tokenizer_class(folder):
 
 
 def export_hf(model, meta, folder):
-    """Write the folded model into folder as a Hugging Face Llama checkpoint (config.json and
-    model.safetensors), and its tokenizer beside it where that can be done offline."""
+    """Write the folded model into folder as a Hugging Face Llama checkpoint: config.json,
+    model.safetensors and its tokenizer. Both are built before anything is written, so that a
+    refusal leaves no half-written folder."""
     from transformers import LlamaForCausalLM
+    tokenizer = hf_tokenizer(meta)
     with torch.device('meta'):  # no memory and no random init for weights about to be replaced
         llama = LlamaForCausalLM(llama_config(model, meta))
     llama.load_state_dict(llama_state_dict(model), assign=True)  # strict: each weight, no other
+    check_writable_folder(folder, '--hf')  # created now
     llama.save_pretrained(folder)
-    try:
-        hf_tokenizer(meta).save_pretrained(folder)
-    except FileNotFoundError as err:
-        print(f'--hf: no tokenizer written, the weights alone ({err})')
-        return
+    tokenizer.save_pretrained(folder)
     name_tokenizer_class(folder)
     if meta['tokenizer'] in LLAMA_CPP_NOTE:
         print(f"--hf: for transformers only; {LLAMA_CPP_NOTE[meta['tokenizer']]}: "
@@ -170,12 +203,12 @@ def main(argv):
     model = model.fold_multipliers()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params:,} parameters (multipliers folded), trained {ckpt['iter']} iters")
+    if s.hf:  # first: where it refuses (GPT-2's ranks not at hand), nothing is written
+        export_hf(model, ckpt['meta'], s.hf)
+        print(f'saved {s.hf} (Hugging Face Llama checkpoint)')
     if s.pt:
         save_checkpoint(s.pt, model, ckpt['settings'], ckpt['meta'], ckpt['iter'])
         print(f'saved {s.pt}')
-    if s.hf:
-        export_hf(model, ckpt['meta'], s.hf)
-        print(f'saved {s.hf} (Hugging Face Llama checkpoint)')
 
 
 if __name__ == '__main__':

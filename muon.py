@@ -1,52 +1,31 @@
 """
-Muon for nanoLRM's hidden matrices and AdamW for everything else, in one optimizer: MuonAdamW.
+Muon for the hidden matrices and AdamW for everything else, in one optimizer: MuonAdamW.
 
-Muon (Keller Jordan, 2024; https://kellerjordan.github.io/posts/muon/) moves a weight matrix W in
-three steps, given its gradient G:
-  1. momentum        B <- beta*B + (1-beta)*G;  U = (1-beta)*G + beta*B  (Nesterov)  or  U = B
+Muon (Keller Jordan, 2024; https://kellerjordan.github.io/posts/muon/) moves a matrix W, given its
+gradient G, in three steps:
+  1. momentum        B <- beta B + (1 - beta) G;  U = (1 - beta) G + beta B (Nesterov), or U = B
   2. orthogonalize   U = P S Q^T  ->  O ~ P Q^T, by five Newton-Schulz iterations (no SVD)
-  3. shape scale     W <- W - lr * scale(rows, cols) * O
-Step 2 gives every direction of the update about the same size, so the few dominant directions of
-the gradient no longer drown the rest. That only makes sense for a matrix that maps one hidden
-state linearly to another: Muon for attention Q, K, V, O and MLP gate, up, down, and nothing else.
-NOT Muon, but AdamW (per-coordinate steps):
-  - the token embedding and the LM head: their rows are per-token lookups and per-token outputs, not
-    a linear map of a hidden state; each row should move at its own token's pace, as Adam does;
-  - norm gains and biases: vectors, there is nothing to orthogonalize;
-  - ALL learnable multipliers of nanoLRM (scalar s, rows r, columns c): scalars and vectors, trained
-    by AdamW with their own LR and a small weight decay (2e-3, the paper's value).
+  3. step            W <- W (1 - lr wd) - lr * scale(rows, cols) * O   (decoupled weight decay)
+Step 2 gives every direction of the update about the same size. That suits a matrix that maps a
+hidden state to another (Q, K, V, O, gate, up, down); the embedding, the LM head, the norm gains and
+every learnable multiplier (scalars and vectors) are trained by AdamW.
 
-Param groups carry use_muon=True (Muon) or use_muon=False (AdamW), each with its own lr and
-weight_decay. Weight decay is decoupled in both kinds: W <- W * (1 - lr*wd), before the update.
-The algorithm exists once: muon_update() is steps 1-3 for one matrix or a batch, and MuonAdamW
-calls the same three functions (muon_momentum, zeropower_via_newtonschulz5, shape_scale) on each
-bucket of same-shape matrices stacked into one batch.
-
-Distributed: when torch.distributed is initialized, every rank still updates every momentum buffer
-(cheap, and any rank's state_dict is then complete), but each rank orthogonalizes only its share of
-every bucket of same-shape matrices and all_gathers the others' shares, so all ranks end with the
-same parameters as one process would. Gradients must already be averaged over ranks (DDP does that),
-so every rank steps the same parameters with the same gradients.
+muon_update() is steps 1 and 2; MuonAdamW.step calls it on each bucket of same-shape matrices,
+stacked into one batch, and takes step 3. Under torchrun each rank orthogonalizes only its share of
+a bucket and gathers the rest (orthogonalize_sharded); the gradients must already be averaged.
 """
+import functools
+
 import torch
 import torch.distributed as dist
 
 
 def zeropower_via_newtonschulz5(G, steps=5, dtype=None, coefficients=(3.4445, -4.7750, 2.0315)):
-    """Orthogonalize G = P S Q^T into about P Q^T (its "zeroth power"): quintic Newton-Schulz.
-
-    Each iteration maps every singular value s to a*s + b*s^3 + c*s^5 and leaves P, Q alone.
-    The coefficients (3.4445, -4.7750, 2.0315) maximize the slope a at zero, so small singular
-    values grow as fast as possible; the price is that they do not converge to exactly 1 but land
-    roughly in [0.5, 1.5] after 5 steps (measured: [0.47, 1.21] for all s >= 1e-3 * ||G||_F),
-    which does not hurt training. (The classic cubic (1.5, -0.5, 0) converges to exactly 1, only
-    much more slowly.)
-    G may be a batch (..., rows, cols) of same-shape matrices: one call orthogonalizes them all.
-    Runs in bfloat16 on CUDA (fast, and the iteration shrugs off the rounding) and in float32
-    elsewhere (bfloat16 matmul is slow or missing on CPU); `dtype` overrides. Returns G's dtype.
-    Each sum is fused into its matrix product (baddbmm: one rounding, not four): in bfloat16 the
-    result lands ~1.3% from the exact one instead of ~2.7%, and on CPU it is faster too.
-    """
+    """Orthogonalize G = P S Q^T into about P Q^T: quintic Newton-Schulz, for one matrix or a batch
+    (..., rows, cols). Each iteration maps every singular value x to a x + b x^3 + c x^5; Keller
+    Jordan's coefficients maximize the slope at 0, so after 5 steps the values land in about
+    [0.5, 1.5] (measured: [0.47, 1.21] for x >= 1e-3 ||G||_F), not exactly 1, which training does
+    not mind. bfloat16 on CUDA, float32 elsewhere (or `dtype`); returns G's dtype."""
     a, b, c = coefficients
     X = G.to(dtype or (torch.bfloat16 if G.is_cuda else torch.float32))
     tall = G.size(-2) > G.size(-1)
@@ -57,7 +36,7 @@ def zeropower_via_newtonschulz5(G, steps=5, dtype=None, coefficients=(3.4445, -4
     X = X.reshape(-1, *wide_shape[-2:])  # one batch dimension, as baddbmm wants
     for _ in range(steps):
         A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # B = b*A + c*A^2
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # B = b*A + c*A^2 (fused: one rounding)
         X = torch.baddbmm(X, B, X, beta=a)  # X <- a*X + b*(X X^T) X + c*(X X^T)^2 X
     X = X.reshape(wide_shape)
     return (X.mT if tall else X).to(G.dtype)
@@ -80,14 +59,25 @@ def muon_momentum(grad, momentum_buffer, beta=0.95, nesterov=True):
     return grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
 
 
-def muon_update(grad, momentum_buffer, beta=0.95, nesterov=True, ns_steps=5, scale='original'):
-    """Muon's update O for a matrix or a batch (..., rows, cols); the step is W <- W - lr*O.
-
-    Updates momentum_buffer in place, like every optimizer's state.
-    """
+def muon_update(grad, momentum_buffer, beta=0.95, nesterov=True, ns_steps=5,
+                orthogonalize=zeropower_via_newtonschulz5):
+    """Muon's steps 1 and 2 for a matrix or a batch (..., rows, cols): O, the orthogonalized
+    momentum; the step is W <- W (1 - lr wd) - lr * shape_scale(rows, cols) * O. Updates
+    momentum_buffer in place, like every optimizer's state."""
     update = muon_momentum(grad, momentum_buffer, beta, nesterov)  # 1. momentum
-    update = zeropower_via_newtonschulz5(update, steps=ns_steps)  # 2. O ~ P Q^T where U = P S Q^T
-    return update * shape_scale(grad.size(-2), grad.size(-1), scale)  # 3. shape scale
+    return orthogonalize(update, ns_steps)  # 2. O ~ P Q^T where U = P S Q^T
+
+
+def orthogonalize_sharded(updates, ns_steps, rank, world):
+    """Newton-Schulz of a batch of matrices under torchrun: each rank its equal share, then every
+    rank gathers every share (zero padding fills the last: NS(0) = 0)."""
+    share = -(-len(updates) // world)  # ceil(n / world)
+    padding = updates.new_zeros((share * world - len(updates), *updates.shape[1:]))
+    gathered = torch.cat([updates, padding])
+    mine = zeropower_via_newtonschulz5(gathered[rank * share:(rank + 1) * share], steps=ns_steps)
+    mine = mine.contiguous()  # a tall matrix's result is X.mT; NCCL sends contiguous only
+    dist.all_gather(list(gathered.chunk(world)), mine)
+    return gathered[:len(updates)]
 
 
 def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, betas=(0.9, 0.95), eps=1e-8,
@@ -154,38 +144,27 @@ class MuonAdamW(torch.optim.Optimizer):
         return loss
 
     def _muon_step(self, group, params):
-        """muon_update's three steps on each bucket of same-shape matrices, batched, sharded."""
+        """muon_update on each bucket of same-shape matrices, stacked in one batch; then step 3."""
         lr = group['lr']
-        distributed = dist.is_available() and dist.is_initialized()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        # one bucket per shape, in the same order on every rank
-        for shape in dict.fromkeys(p.shape for p in params):
+        orthogonalize = zeropower_via_newtonschulz5
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            orthogonalize = functools.partial(orthogonalize_sharded, rank=dist.get_rank(),
+                                              world=dist.get_world_size())
+        for shape in dict.fromkeys(p.shape for p in params):  # the same order on every rank
             bucket = [p for p in params if p.shape == shape]
             for p in bucket:
                 if 'momentum_buffer' not in self.state[p]:
                     self.state[p]['momentum_buffer'] = torch.zeros_like(p)
             buffers = [self.state[p]['momentum_buffer'] for p in bucket]
-            # 1. momentum, on every rank for every matrix (so any rank's state_dict is complete)
-            stacked_buffers = torch.stack(buffers)
-            updates = muon_momentum(torch.stack([p.grad for p in bucket]), stacked_buffers,
-                                    group['momentum'], group['nesterov'])
+            stacked_buffers = torch.stack(buffers)  # every rank keeps every buffer: a full state
+            orthogonal = muon_update(torch.stack([p.grad for p in bucket]), stacked_buffers,
+                                     group['momentum'], group['nesterov'], group['ns_steps'],
+                                     orthogonalize)
             torch._foreach_copy_(buffers, list(stacked_buffers.unbind(0)))
-            # 2. orthogonalize in one batched call; with several ranks, each takes an equal share
-            share = -(-len(bucket) // world)  # ceil(n / world)
-            padding = updates.new_zeros((share * world - len(bucket), *shape))  # NS(0) = 0
-            updates = torch.cat([updates, padding])
-            mine = zeropower_via_newtonschulz5(updates[rank * share:(rank + 1) * share],
-                                               steps=group['ns_steps'])
-            mine = mine.contiguous()  # a tall matrix's result is X.mT; NCCL sends contiguous only
-            if world > 1:
-                dist.all_gather(list(updates.chunk(world)), mine)  # every rank gets every share
-            else:
-                updates = mine
-            orthogonal = list(updates[:len(bucket)].unbind(0))
-            # 3. shape scale, decoupled weight decay, and the step
+            # 3. decoupled weight decay, then W <- W - lr * scale * O
             scale = shape_scale(*shape, group['muon_scale'])
-            torch._foreach_mul_(bucket, 1 - lr * group['weight_decay'])  # W <- W * (1 - lr*wd)
-            torch._foreach_add_(bucket, orthogonal, alpha=-lr * scale)  # W <- W - lr * scale * O
+            torch._foreach_mul_(bucket, 1 - lr * group['weight_decay'])
+            torch._foreach_add_(bucket, list(orthogonal.unbind(0)), alpha=-lr * scale)
 
     def _adamw_step(self, group, params):
         for p in params:

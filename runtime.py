@@ -1,7 +1,8 @@
 """
 The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py), kept here so that
 each script reads as what it does:
-  - command-line flags generated from a dataclass whose fields carry a help string (model.doc);
+  - command-line flags generated from a dataclass whose fields carry a help string
+    (model.setting);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
   - Ctrl-C and SIGTERM turned into a request to stop after the step (`StopRequests`);
   - the device and the autocast dtype, and the process group when torchrun starts several processes;
@@ -37,6 +38,11 @@ def in_range(value, allowed):
     above = value >= low if allowed[0] == '[' else value > low
     below = value <= high if allowed[-1] == ']' else value < high
     return above and below
+
+
+def or_default(value, default):
+    """A setting whose None means "as another setting": its value, or that default."""
+    return default if value is None else value
 
 
 def check_ranges(settings):
@@ -158,6 +164,15 @@ def pick_device(device='auto', dtype='auto'):
     return device, dtype, autocast
 
 
+def start_run(cfg):
+    """A training run's processes, device and output folder: (rank, world_size, device, dtype's
+    name, autocast context); under torchrun one process per device, else one."""
+    rank, world_size, device_name = init_distributed(cfg.device)
+    device, dtype, autocast = pick_device(device_name, cfg.dtype)
+    check_writable_folder(cfg.out_dir, '--out_dir')
+    return rank, world_size, device, dtype, autocast
+
+
 def init_distributed(device):
     """Under torchrun (which sets RANK): join the process group, one process per GPU (NCCL) or
     per CPU process (gloo). Returns (rank, world_size, device); (0, 1, device) for one process."""
@@ -206,6 +221,14 @@ def gather(tensor, world_size):
     tensors = [None] * world_size
     dist.all_gather_object(tensors, tensor)
     return tensors
+
+
+def mean_over_ranks(loss, world_size):
+    """The step's loss averaged over the ranks: every rank then sees, and decides on, the same."""
+    if world_size > 1:
+        dist.all_reduce(loss)
+        loss /= world_size
+    return loss
 
 
 def average_over_ranks(tensors, world_size):
@@ -268,7 +291,7 @@ def load_checkpoint(path, flag):
     RNG states would land there too, and torch.set_rng_state takes CPU bytes only.)
     Bad files fail in one line."""
     if not os.path.exists(path):
-        fail(f'{flag}: no checkpoint at {path}')
+        fail(f'{flag}: no checkpoint at {path}: train.py writes one into its --out_dir')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
@@ -313,6 +336,34 @@ def restore(ckpt_path, s, model, optimizer, scaler, batches, vocab_size, rank, w
     return ckpt['iter'], ckpt['elapsed']
 
 
+def resume_from(ckpt_path, cfg, model, optimizer, scaler, batches, vocab_size, rank, world_size):
+    """--resume: restore the checkpoint's state, drop the lines logged after it (rank 0), and say
+    so in one line when it leaves nothing to do. Returns its iter and the training time taken."""
+    start_iter, elapsed = restore(ckpt_path, cfg, model, optimizer, scaler, batches, vocab_size,
+                                  rank, world_size)
+    if rank == 0:
+        truncate_log(cfg.out_dir, start_iter)
+        if cfg.max_iters <= start_iter:
+            print(f'{PROG}: --resume: the checkpoint is at iter {start_iter} and --max_iters is '
+                  f'{cfg.max_iters}: nothing to train; raise --max_iters to continue',
+                  file=sys.stderr)
+    return start_iter, elapsed
+
+
+def save_training_state(path, model, optimizer, scaler, cfg, meta, it, elapsed, batches, device,
+                        world_size, master):
+    """The checkpoint of a training run: all that --resume needs to continue exactly (the model,
+    its settings, the optimizer and scaler states, each RNG). Every rank takes part (the RNGs are
+    gathered); rank 0 writes it."""
+    rng = rng_states(batches, device, world_size)
+    checkpoint = dict(model=model.state_dict(), model_config=asdict(model.config),
+                      settings=asdict(cfg), meta=meta, iter=it, optimizer=optimizer.state_dict(),
+                      scaler=scaler.state_dict(), elapsed=elapsed, rng=rng,
+                      world_size=world_size)
+    if master:
+        save_atomically(checkpoint, path)
+
+
 def rng_states(batches, device, world_size):
     """Every RNG a resumed run must continue: each rank's torch (and CUDA) state, the batches'."""
     rng = dict(torch=gather(torch.get_rng_state(), world_size), batches=batches.get_state())
@@ -332,10 +383,24 @@ def append_log(out_dir, line):
 
 
 def truncate_log(out_dir, last_iter):
-    """On resume: drop the lines logged after the checkpoint, which the run will log again."""
+    """On resume: drop the lines logged after the checkpoint, which the run will log again, and a
+    last line cut short by a crash while it was written (said in one line)."""
     path = os.path.join(out_dir, 'log.jsonl')
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [line for line in f if json.loads(line)['iter'] <= last_iter]
-        with open(path, 'w') as f:
-            f.writelines(lines)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines):  # damage before the last line is not a cut: keep it all
+                fail(f'--resume: {path} line {number} is not JSON; repair or remove that line')
+            print(f'{PROG}: --resume: dropped the last line of {path}, cut short while it was '
+                  f'written', file=sys.stderr)
+            continue
+        if record['iter'] <= last_iter:
+            kept.append(line if line.endswith('\n') else line + '\n')
+    with open(path, 'w') as f:
+        f.writelines(kept)

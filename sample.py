@@ -11,31 +11,48 @@ from dataclasses import dataclass
 import torch
 
 from data.common import get_tokenizer
-from model import GPT, GPTConfig, doc
+from model import GPT, config_from_checkpoint, flag
 from runtime import check_ranges, fail, load_checkpoint, parse_flags, pick_device
 
 
 @dataclass
 class SampleSettings:
-    out_dir: str = doc('out', 'folder holding ckpt.pt (written by train.py)')
-    ckpt: str = doc('', 'checkpoint path (default: out_dir/ckpt.pt)')
-    prompt: str = doc('\n', 'text to continue (at least one character)')
-    num_samples: int = doc(1, 'samples to draw', allowed='[0, inf)')
-    max_new_tokens: int = doc(500, 'tokens per sample', allowed='[0, inf)')
-    temperature: float = doc(0.8, 'softmax temperature (< 1: more conservative)',
-                             allowed='(0, inf)')
-    top_k: int = doc(200, 'sample among the k likeliest tokens only (0 = all)', allowed='[0, inf)')
-    fold: bool = doc(False, 'fold the multipliers into the matrices (same logits, baseline size)')
-    seed: int = doc(1337, 'random seed', allowed='[0, 4294967295]')
-    device: str = doc('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
+    out_dir: str = flag('out', 'folder holding ckpt.pt (written by train.py)')
+    ckpt: str = flag('', 'checkpoint path (default: out_dir/ckpt.pt)')
+    prompt: str = flag('\n', 'text to continue (at least one character)')
+    num_samples: int = flag(1, 'samples to draw', allowed='[0, inf)')
+    max_new_tokens: int = flag(500, 'tokens per sample', allowed='[0, inf)')
+    temperature: float = flag(0.8, 'softmax temperature (< 1: more conservative)',
+                              allowed='(0, inf)')
+    top_k: int = flag(200, 'sample among the k likeliest tokens only (0 = all)', allowed='[0, inf)')
+    fold: bool = flag(False, 'fold the multipliers into the matrices (same logits, baseline size)')
+    seed: int = flag(1337, 'random seed', allowed='[0, 4294967295]')
+    device: str = flag('auto', 'where to run', ('auto', 'cpu', 'cuda', 'mps'))
 
 
 def load_model(s, device):
     """The model of a checkpoint (in eval mode) and the checkpoint itself (it carries meta.json)."""
-    ckpt = load_checkpoint(s.ckpt or f'{s.out_dir}/ckpt.pt', '--ckpt')
-    model = GPT(GPTConfig(**ckpt['model_config'])).to(device)
-    model.load_state_dict(ckpt['model'])
+    path = s.ckpt or f'{s.out_dir}/ckpt.pt'
+    ckpt = load_checkpoint(path, '--ckpt')
+    try:  # a damaged checkpoint, or one of another model.py: one line
+        model = GPT(config_from_checkpoint(ckpt['model_config'])).to(device)
+        model.load_state_dict(ckpt['model'])
+    except (TypeError, ValueError, RuntimeError) as err:
+        fail(f"--ckpt: {path} does not fit this model.py ({type(err).__name__}: "
+             f"{str(err).strip().splitlines()[0][:120]})")
     return model.eval(), ckpt
+
+
+def print_sample(model, meta, tokens, device):
+    """train.py's sample at the end of a run: `tokens` tokens after a newline."""
+    try:
+        tokenizer = get_tokenizer(meta)
+    except Exception as err:  # e.g. tiktoken's GPT-2 files cannot be downloaded offline
+        print(f'no sample: {err}')
+        return
+    start = torch.tensor([tokenizer.encode('\n')], device=device)
+    ids = model.generate(start, tokens, top_k=200, vocab_size=tokenizer.vocab_size)[0].tolist()
+    print('---- sample ----\n' + tokenizer.decode(ids))
 
 
 def encode_prompt(prompt, tokenizer, vocab_size):

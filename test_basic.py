@@ -28,6 +28,7 @@ then the machinery a user relies on:
 
 Tiny-shakespeare is read from $TINYSHAKESPEARE, else data/shakespeare_char/input.txt (what
 data/shakespeare_char/prepare.py downloads), else ../shared/data/tinyshakespeare/input.txt.
+GPT-2's BPE ranks are read from $NANOLRM_GPT2_BPE, else ../shared/data/gpt2/gpt2.tiktoken.
 The parity test against torch.optim.Muon needs PyTorch >= 2.9; on older versions it is skipped.
 """
 import copy
@@ -49,6 +50,7 @@ import threading
 import types
 import typing
 from contextlib import nullcontext
+from unittest.mock import patch
 from pathlib import Path
 
 # One thread per process. On a 2-core machine PyTorch's default threads fight over the cores: while
@@ -78,8 +80,10 @@ from experiments.abm import abm
 from experiments.performance import bench, gpu_check
 from data.common import (TokenData, download, get_tokenizer, prepare_text, read_meta, write_meta,
                          write_tokens)
-from model import GPT, PLACEMENTS, GPTConfig, MLinear
-from muon import MuonAdamW, muon_update, zeropower_via_newtonschulz5
+import model as model_module
+from model import (GPT, HEAD_ABLATIONS, PLACEMENTS, GPTConfig, MLinear, embedding_columns,
+                   weights_built_once)
+from muon import MuonAdamW, muon_update, shape_scale, zeropower_via_newtonschulz5
 
 torch.set_num_threads(1)  # this process too, even if torch was imported before OMP_NUM_THREADS
 
@@ -284,10 +288,14 @@ def test_each_flag_adds_exactly_its_multipliers(placement, combo):
             if p is not None:
                 n_out, n_in = layer.weight.shape
                 assert p.shape == {'scalar': (), 'row': (n_out,), 'col': (n_in,)}[kind]
-        # paper: no row or column multipliers on the head (head_rows: the ablation that adds rows)
-        assert name != 'head' or layer.col_mult is None
-        assert name != 'head' or layer.row_mult is None or placement == 'head_rows'
-    n_mults = sum(p.numel() for p in model.params_by_kind()['multipliers'])
+        # paper: no row or column multipliers on the head, unless a placement is declared an
+        # ablation of that rule (HEAD_ABLATIONS: head_rows adds rows)
+        head_extra = [k for k in ('row', 'col') if name == 'head' and getattr(layer, f'{k}_mult')
+                      is not None]
+        assert not head_extra or placement in HEAD_ABLATIONS, \
+            f'{placement} gives the LM head {head_extra} multipliers, not being in HEAD_ABLATIONS'
+        assert name != 'head' or layer.col_mult is None, "the final norm gain is the head's columns"
+    n_mults = sum(p.numel() for p in model.params_by_role()['multipliers'])
     n_base = sum(p.numel() for p in GPT(tiny_config()).parameters())
     assert sum(p.numel() for p in model.parameters()) == n_base + n_mults
     assert (n_mults > 0) == any(combo.values())
@@ -323,7 +331,7 @@ def test_embedding_lookup_equals_the_columns_of_the_built_matrix(combo, tokens):
         for p in layer.multipliers().values():
             p.uniform_(0.5, 2.0)
     idx = torch.randint(0, 65, (tokens // 7, 7))
-    looked_up = layer.columns(idx)
+    looked_up = embedding_columns(layer, idx)
     built = torch.nn.functional.embedding(idx, layer.effective_weight().t())  # columns of all of W
     assert torch.equal(looked_up, built)
     grads = [torch.autograd.grad(out.square().sum(), list(layer.parameters()))
@@ -406,7 +414,7 @@ def test_final_gain_is_a_vector_a_scalar_or_fixed_to_one(final_gain, n_gain):
     model = GPT(tiny_config(final_gain=final_gain))
     gain = model.norm_out.weight
     assert (0 if gain is None else gain.numel()) == n_gain
-    assert sum(p.numel() for p in model.params_by_kind()['gains']) == 4 * 32 + n_gain
+    assert sum(p.numel() for p in model.params_by_role()['gains']) == 4 * 32 + n_gain
     x = torch.randn(3, 32)
     if gain is not None:
         with torch.no_grad():
@@ -445,7 +453,7 @@ def test_every_logged_activation_equals_its_rms_computed_by_hand():
     assert model.training  # evaluated in eval mode (no dropout), then given back
     model.eval()
     rms = lambda x: x.pow(2).mean().sqrt().item()  # noqa: E731
-    expected, x = {}, model.embed.columns(idx)
+    expected, x = {}, embedding_columns(model.embed, idx)
     for i, block in enumerate(model.blocks):  # x + attn(norm(x)), then + W_down (SiLU(gate) * up)
         attn = block.attn(block.norm_attn(x), model.rope_cos, model.rope_sin)
         x = x + attn
@@ -483,11 +491,37 @@ def test_qk_drift_statistics_equal_a_hand_computation():
 
 def test_a_misspelled_matrix_or_kind_in_placements_fails_at_import():
     source = Path(REPO, 'model.py').read_text()
-    for typo in ("'mlp': dict(gaet=ANY", "'mlp': dict(gate=('scalar', 'rows')"):
-        broken = source.replace("'mlp': dict(gate=ANY", typo, 1)
+    for typo in ("'mlp': dict(gaet=KINDS", "'mlp': dict(gate=('scalar', 'rows')"):
+        broken = source.replace("'mlp': dict(gate=KINDS", typo, 1)
         assert broken != source
         with pytest.raises(ValueError, match="PLACEMENTS\\['mlp'\\]"):
             exec(compile(broken, 'model.py', 'exec'), {'__name__': 'model_with_a_typo'})
+
+
+def test_a_placement_that_gives_the_lm_head_rows_must_be_declared_an_ablation():
+    source = Path(REPO, 'model.py').read_text()
+    broken = source.replace("'mlp': dict(gate=KINDS, up=KINDS, down=KINDS)",
+                            "'mlp': dict(gate=KINDS, up=KINDS, down=KINDS, head=('row',))", 1)
+    assert broken != source
+    with pytest.raises(ValueError, match=r"PLACEMENTS\['mlp'\]: head=\('row',\): the LM head "
+                                         r'takes at most a scalar .* HEAD_ABLATIONS'):
+        exec(compile(broken, 'model.py', 'exec'), {'__name__': 'model_with_head_rows'})
+    declared = broken.replace("HEAD_ABLATIONS = ('head_rows',)",
+                              "HEAD_ABLATIONS = ('head_rows', 'mlp')")
+    exec(compile(declared, 'model.py', 'exec'), {'__name__': 'model_with_head_rows_declared'})
+
+
+def test_a_parametrization_is_one_table_entry():
+    # a forker's softplus: m = softplus(p), one line in PARAMETRIZATIONS, and --mult_param takes it
+    softplus = (lambda m: m + torch.log(-torch.expm1(-m)), torch.nn.functional.softplus)
+    with patch.dict(model_module.PARAMETRIZATIONS, softplus=softplus):
+        torch.manual_seed(0)
+        plain = GPT(tiny_config(row_mult=True, col_mult=True))
+        torch.manual_seed(0)
+        other = GPT(tiny_config(row_mult=True, col_mult=True, mult_param='softplus'))
+        idx = torch.randint(0, 65, (2, 32))
+        assert torch.allclose(other(idx, idx)[0], plain(idx, idx)[0], atol=1e-5)  # m starts at 1
+        assert not torch.allclose(other.embed.row_mult, plain.embed.row_mult)  # p is not m
 
 
 def test_generate_samples_only_the_tokenizers_ids_of_a_padded_vocabulary():
@@ -502,26 +536,26 @@ def test_generate_samples_only_the_tokenizers_ids_of_a_padded_vocabulary():
 
 @pytest.mark.parametrize('combo', ALL_COMBOS[1:])
 def test_log_scale_multipliers_start_at_the_same_logits_and_scale_the_gradient_by_m(combo):
-    # --log_mult (rule 3's ablation): m = exp(rho), rho the parameter, so dL/drho = m dL/dm
+    # --mult_param log (rule 3's ablation): m = exp(rho), rho the parameter: dL/drho = m dL/dm
     fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2)
     models = []
-    for log_mult in (False, True):
+    for mult_param in ('plain', 'log'):
         torch.manual_seed(0)
-        models.append(GPT(tiny_config(log_mult=log_mult, **combo, **fixed)))
+        models.append(GPT(tiny_config(mult_param=mult_param, **combo, **fixed)))
     plain, log_scale = models
     idx = torch.randint(0, 65, (2, 32))
     assert torch.allclose(log_scale(idx, idx)[0], plain(idx, idx)[0], atol=1e-6)  # at init
     with torch.no_grad():  # the same multipliers m, away from their start
-        for p, rho in zip(plain.params_by_kind()['multipliers'],
-                          log_scale.params_by_kind()['multipliers']):
+        for p, rho in zip(plain.params_by_role()['multipliers'],
+                          log_scale.params_by_role()['multipliers']):
             p.mul_(torch.empty_like(p).uniform_(0.5, 2.0))
             rho.copy_(p.log())
     plain_loss, log_loss = plain(idx, idx)[1], log_scale(idx, idx)[1]
     assert torch.allclose(log_loss, plain_loss, rtol=1e-5)
     plain_loss.backward()
     log_loss.backward()
-    for m, rho in zip(plain.params_by_kind()['multipliers'],
-                      log_scale.params_by_kind()['multipliers']):
+    for m, rho in zip(plain.params_by_role()['multipliers'],
+                      log_scale.params_by_role()['multipliers']):
         assert torch.allclose(rho.grad, m.detach() * m.grad, rtol=1e-4, atol=1e-9)
     observed = log_scale.observables()  # the logged multipliers are m, not rho
     for name, value in plain.observables().items():
@@ -533,24 +567,25 @@ def test_log_scale_multipliers_start_at_the_same_logits_and_scale_the_gradient_b
 # model.py: folding the multipliers into plain weights
 
 
-@pytest.mark.parametrize('log_mult', [False, True])
+@pytest.mark.parametrize('mult_param', ['plain', 'log'])
 @pytest.mark.parametrize('placement', PLACEMENTS)
 @pytest.mark.parametrize('combo', ALL_COMBOS)
-def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement, combo, log_mult):
+def test_folded_model_computes_the_same_logits_with_the_baseline_size(placement, combo,
+                                                                      mult_param):
     fixed = dict(embed_mult=1.3, logit_mult=0.7, attn_logit_mult=1.2, attn_out_mult=0.9,
                  mlp_out_mult=1.1)
-    model = GPT(tiny_config(mult_placement=placement, log_mult=log_mult, **combo, **fixed))
+    model = GPT(tiny_config(mult_placement=placement, mult_param=mult_param, **combo, **fixed))
     with torch.no_grad():  # trained multipliers are not 1: move them (m x u, or rho + log u)
-        for p in model.params_by_kind()['multipliers']:
+        for p in model.params_by_role()['multipliers']:
             u = torch.empty_like(p).uniform_(0.5, 2.0)
-            p.add_(u.log()) if log_mult else p.mul_(u)
+            p.add_(u.log()) if mult_param == 'log' else p.mul_(u)
     folded = model.fold_multipliers()
     idx = torch.randint(0, 65, (2, 32))
     logits, folded_logits = model(idx, idx)[0], folded(idx, idx)[0]
     assert (folded_logits - logits).norm() <= 1e-5 * logits.norm()
     n_baseline = sum(p.numel() for p in GPT(tiny_config()).parameters())
     assert sum(p.numel() for p in folded.parameters()) == n_baseline
-    assert not folded.params_by_kind()['multipliers']
+    assert not folded.params_by_role()['multipliers']
 
 
 # --------------------------------------------------------------------------------------------------
@@ -716,7 +751,7 @@ def test_bucket_of_same_shape_matrices_equals_separate_optimizers_and_muon_updat
         optimizer = MuonAdamW([dict(params=[alone], lr=0.02, weight_decay=0.1, use_muon=True)])
         step_through(optimizer, [alone], [[g[i]] for g in grads])
         by_hand, momentum = s.clone(), torch.zeros_like(s)
-        for g in grads:  # W <- W * (1 - lr*wd) - lr * muon_update(G)
+        for g in grads:  # W <- W * (1 - lr*wd) - lr * scale * muon_update(G); scale 1: wide
             by_hand = by_hand * (1 - 0.02 * 0.1) - 0.02 * muon_update(g[i], momentum)
         assert torch.allclose(together[i], alone, rtol=0, atol=1e-7)
         assert torch.allclose(together[i], by_hand, rtol=0, atol=1e-6)
@@ -738,7 +773,7 @@ def test_clear_errors():
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8, 8))], lr=0.02, weight_decay=0.0,
                         use_muon=True, muon_scale='spectral')])
     with pytest.raises(ValueError, match='unknown Muon scale'):
-        muon_update(torch.ones(8, 8), torch.zeros(8, 8), scale='spectral')
+        shape_scale(8, 8, 'spectral')
     with pytest.raises(ValueError, match="lacks the keys \\['use_muon'\\]"):
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.ones(8, 8))], lr=0.02, weight_decay=0.0)])
 
@@ -783,10 +818,49 @@ def test_resume_of_a_checkpoint_whose_scales_followed_the_learning_rate(char_dat
     assert (s.gain_lr, s.mult_lr) == (3e-3, 3e-3)
 
 
+def test_a_checkpoint_saved_with_log_mult_resumes_and_samples_as_mult_param_log(char_data,
+                                                                               tmp_path):
+    """Saved before --mult_param replaced --log_mult: log_mult=True is mult_param 'log'."""
+    flags = ['--eval_interval', '4', '--row_mult', '--mult_param', 'log']
+    run(char_data, tmp_path, '--max_iters', '4', *flags)
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
+    for saved in (ckpt['settings'], ckpt['model_config']):
+        del saved['mult_param']
+        saved['log_mult'] = True
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    s = train.settings_from(['--out_dir', str(tmp_path), '--resume', '--max_iters', '6'])
+    assert s.mult_param == 'log' and not hasattr(s, 'log_mult')
+    resumed = run(char_data, tmp_path, '--max_iters', '6', '--resume')
+    assert [line['iter'] for line in resumed if 'val_loss' in line] == [0, 4, 6]
+    model, _ = sample.load_model(sample.SampleSettings(out_dir=str(tmp_path)), 'cpu')
+    assert model.config.mult_param == 'log'
+
+
+def test_resume_drops_a_last_log_line_cut_by_a_crash_in_one_line(char_data, tmp_path, capsys):
+    run(char_data, tmp_path, '--max_iters', '4', '--eval_interval', '2')
+    with open(tmp_path / 'log.jsonl', 'a') as f:
+        f.write('{"iter": 5, "loss": 2.')  # a crash while the line was written
+    capsys.readouterr()
+    lines = run(char_data, tmp_path, '--max_iters', '6', '--eval_interval', '2', '--resume')
+    err = capsys.readouterr().err
+    assert 'dropped the last line' in err and 'cut short' in err and 'Traceback' not in err
+    assert [line['iter'] for line in lines if 'val_loss' in line] == [0, 2, 4, 6]
+
+
+def test_resume_with_nothing_to_train_says_so(char_data, tmp_path, capsys):
+    run(char_data, tmp_path, '--max_iters', '4', '--eval_interval', '2')
+    capsys.readouterr()
+    for max_iters in ('4', '3'):
+        lines = run(char_data, tmp_path, '--max_iters', max_iters, '--resume')
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and 'nothing to train' in err[0] and 'raise --max_iters' in err[0]
+    assert [line['iter'] for line in lines if 'val_loss' in line] == [0, 2, 4]
+
+
 @pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
 def test_a_factor_scales_exactly_its_kinds_lr_and_weight_decay(optimizer):
     model = GPT(tiny_config(scalar_mult=True))
-    kind_of = {id(p): kind for kind, ps in model.params_by_kind().items() for p in ps}
+    kind_of = {id(p): kind for kind, ps in model.params_by_role().items() for p in ps}
 
     def lr_wd_by_kind(**flags):
         s = train.Settings(optimizer=optimizer, scalar_mult=True, **flags)
@@ -837,7 +911,7 @@ def test_frozen_gains_are_the_blocks_not_the_final_one(char_data, tmp_path):
     model = GPT(tiny_config())
     groups = {g['name']: g for g in train.param_groups(model, train.Settings(freeze_gains=True))}
     assert groups['gains']['params'] == [model.norm_out.weight]
-    block_gains = [p for p in model.params_by_kind()['gains'] if p is not model.norm_out.weight]
+    block_gains = [p for p in model.params_by_role()['gains'] if p is not model.norm_out.weight]
     assert block_gains and not any(p.requires_grad for p in block_gains)
     run(char_data, tmp_path, '--max_iters', '5', '--eval_interval', '5', '--freeze_gains')
     gains = {k: v for k, v in torch.load(tmp_path / 'ckpt.pt', weights_only=True)['model'].items()
@@ -934,7 +1008,7 @@ def test_weights_built_once_per_step_give_the_same_loss_and_gradients(placement,
         optimizer, micro_batches = KeepGradients(), [(x, x) for x in batches]
         scaler = torch.amp.GradScaler('cpu', enabled=False)
         loss, norms = train.train_step(model, optimizer, scaler, groups, s, micro_batches,
-                                       nullcontext(), model.weights_built_once if built_once else None)
+                                       nullcontext(), functools.partial(weights_built_once, model) if built_once else None)
         assert all(m.built_weight is None for m in model.matrix_layers().values())
         results.append((loss, norms, optimizer.grads))
     (plain_loss, plain_norms, plain_grads), (once_loss, once_norms, once_grads) = results
@@ -997,10 +1071,11 @@ def test_log_carries_the_pre_clip_gradient_norms(char_data, tmp_path, mult_flags
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer, log_mult', [('adamw', False), ('muon', False), ('adamw', True)])
-def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer, log_mult):
+@pytest.mark.parametrize('optimizer, mult_param', [('adamw', 'plain'), ('muon', 'plain'),
+                                                  ('adamw', 'log')])
+def test_resume_reproduces_the_uninterrupted_run(char_data, tmp_path, optimizer, mult_param):
     flags = ['--eval_interval', '10', '--lr_decay_iters', '20', '--row_mult', '--col_mult',
-             '--dropout', '0.1', '--optimizer', optimizer, f'--log_mult={log_mult}']
+             '--dropout', '0.1', '--optimizer', optimizer, f'--mult_param={mult_param}']
     full = run(char_data, tmp_path / 'full', '--max_iters', '20', *flags)
     run(char_data, tmp_path / 'parts', '--max_iters', '10', *flags)
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '20', '--resume')
@@ -1018,7 +1093,7 @@ def test_resume_loads_the_checkpoint_to_the_cpu_whatever_the_device(char_data, t
     flags = ['--eval_interval', '5', '--lr_decay_iters', '10', '--dropout', '0.1', '--row_mult']
     full = run(char_data, tmp_path / 'full', '--max_iters', '10', *flags)
     run(char_data, tmp_path / 'parts', '--max_iters', '5', *flags)
-    real_load, real_pick_device = torch.load, train.pick_device
+    real_load, real_pick_device = torch.load, runtime.pick_device
 
     def load_elsewhere(f, map_location=None, **kwargs):
         return real_load(f, map_location='cpu' if map_location == 'cpu' else 'meta', **kwargs)
@@ -1027,7 +1102,7 @@ def test_resume_loads_the_checkpoint_to_the_cpu_whatever_the_device(char_data, t
         return (torch.device('cpu', 0), *real_pick_device('cpu', dtype)[1:])
 
     monkeypatch.setattr(torch, 'load', load_elsewhere)
-    monkeypatch.setattr(train, 'pick_device', device_cpu_0)
+    monkeypatch.setattr(runtime, 'pick_device', device_cpu_0)
     resumed = run(char_data, tmp_path / 'parts', '--max_iters', '10', '--resume')
     assert [line['val_loss'] for line in resumed] == [line['val_loss'] for line in full]
 
@@ -1136,7 +1211,7 @@ def test_each_gpu_process_picks_its_device_before_joining_the_process_group(monk
 def test_no_flags_train_the_plain_baseline():
     # `python train.py`: the baseline that the multipliers are compared against
     model, groups, optimizer = train.build(train.settings_from([]), 65, torch.device('cpu'))
-    assert not model.params_by_kind()['multipliers']
+    assert not model.params_by_role()['multipliers']
     assert isinstance(optimizer, MuonAdamW)
     assert not any(g['use_muon'] for g in optimizer.param_groups)
     assert [g['name'] for g in groups] == ['matrices', 'embed_head', 'gains']
@@ -1272,7 +1347,7 @@ def test_a_float16_overflow_step_is_skipped_not_taken_for_a_divergence(char_data
                                                                        monkeypatch):
     # float16's GradScaler on the CPU (float32 compute): the gradients of step 4, a log step,
     # overflow. GradScaler skips that step; the run goes on and logs an infinite gradient norm.
-    real_pick_device, real_unscale = train.pick_device, torch.amp.GradScaler.unscale_
+    real_pick_device, real_unscale = runtime.pick_device, torch.amp.GradScaler.unscale_
     calls = []
 
     def overflow_on_step_4(scaler, optimizer):
@@ -1281,7 +1356,7 @@ def test_a_float16_overflow_step_is_skipped_not_taken_for_a_divergence(char_data
             optimizer.param_groups[0]['params'][0].grad.fill_(float('inf'))
         return real_unscale(scaler, optimizer)
 
-    monkeypatch.setattr(train, 'pick_device', lambda device, dtype: (
+    monkeypatch.setattr(runtime, 'pick_device', lambda device, dtype: (
         *real_pick_device('cpu', 'float32')[:1], 'float16', nullcontext()))
     monkeypatch.setattr(torch.amp.GradScaler, 'unscale_', overflow_on_step_4)
     log = run(char_data, tmp_path, '--max_iters', '8', '--eval_interval', '8',
@@ -1611,12 +1686,15 @@ def test_sample_folds_exports_and_writes_like_the_training_text(trained_out_dir,
     assert lowercase_share(untrained_text) < 0.6, untrained_text
     original, _ = sample.load_model(sample.SampleSettings(out_dir=str(trained_out_dir)), 'cpu')
     folded, _ = sample.load_model(sample.SampleSettings(ckpt=str(folded_pt)), 'cpu')
-    assert not folded.params_by_kind()['multipliers'] and original.params_by_kind()['multipliers']
+    assert not folded.params_by_role()['multipliers'] and original.params_by_role()['multipliers']
     idx = torch.randint(0, 65, (1, 32))
     assert torch.allclose(folded(idx, idx)[0], original(idx, idx)[0], rtol=1e-5, atol=1e-5)
 
 
-GPT2_BPE_FILE = Path(REPO).parent / 'shared/data/gpt2/gpt2.tiktoken'  # GPT-2's ranks, offline
+# GPT-2's ranks offline, where data/common.py finds them: $NANOLRM_GPT2_BPE, else the shared copy
+# beside the repo (CI's fresh clone has ../shared/data beside it)
+GPT2_BPE_FILE = Path(os.environ.get(common.GPT2_BPE_ENV)
+                     or Path(REPO).parent / 'shared/data/gpt2/gpt2.tiktoken')
 
 
 def import_transformers(monkeypatch):
@@ -1644,7 +1722,7 @@ def test_export_hf_gives_transformers_llama_the_same_logits_and_greedy_tokens(
     assert config['rope_theta'] == 500 and not config['attention_bias'] and not config['mlp_bias']
     llama = transformers.LlamaForCausalLM.from_pretrained(hf_dir).eval()
     model, ckpt = sample.load_model(sample.SampleSettings(out_dir=str(tmp_path)), 'cpu')
-    assert model.params_by_kind()['multipliers']  # trained with them, not yet folded
+    assert model.params_by_role()['multipliers']  # trained with them, not yet folded
     n_params = sum(p.numel() for p in model.fold_multipliers().parameters())
     assert sum(p.numel() for p in llama.parameters()) == n_params  # the baseline count
     idx = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(0))
@@ -1680,17 +1758,6 @@ def test_export_hf_writes_gpt2_tokenizer_from_the_local_tiktoken_ranks(tmp_path,
         assert ids == get_tokenizer({'tokenizer': 'gpt2'}).encode(text)  # tiktoken's ids
         assert tokenizer.decode(ids) == text
     assert json.loads((tmp_path / 'config.json').read_text())['eos_token_id'] == 50256
-
-
-def test_export_hf_without_gpt2_ranks_writes_the_weights_alone(tmp_path, monkeypatch, capsys):
-    transformers = import_transformers(monkeypatch)
-    monkeypatch.delenv(common.GPT2_BPE_ENV, raising=False)
-    export.export_hf(GPT(tiny_config(vocab_size=50257, n_embd=8, n_layer=1)), {'tokenizer': 'gpt2'},
-                     tmp_path)
-    out = capsys.readouterr().out
-    assert 'no tokenizer written' in out and common.GPT2_BPE_ENV in out and out.count('\n') == 1
-    assert not (tmp_path / 'tokenizer.json').exists()
-    assert transformers.LlamaForCausalLM.from_pretrained(tmp_path).config.vocab_size == 50257
 
 
 def test_export_hf_byte_tokenizer_round_trips_non_ascii(tmp_path, monkeypatch, capsys):
@@ -2108,10 +2175,9 @@ def test_shakespeare_gpt2_prepare_with_a_given_encoding(tmp_path):
 
 
 def test_real_gpt2_bpe_from_a_local_file_splits_shakespeare_like_nanogpt(tmp_path, monkeypatch):
-    path = os.path.join(REPO, '../shared/data/gpt2/gpt2.tiktoken')
-    if not os.path.exists(path):
-        pytest.skip(f'no GPT-2 BPE file at {path}')
-    monkeypatch.setenv(common.GPT2_BPE_ENV, path)
+    if not GPT2_BPE_FILE.exists():
+        pytest.skip(f'no GPT-2 BPE file at {GPT2_BPE_FILE}')
+    monkeypatch.setenv(common.GPT2_BPE_ENV, str(GPT2_BPE_FILE))
     assert get_tokenizer({'tokenizer': 'gpt2'}).encode('Hello world') == [15496, 995]
     shakespeare_gpt2.prepare(shakespeare_path(), out_folder=tmp_path)
     n_train, n_val = len(read_split(tmp_path, 'train')), len(read_split(tmp_path, 'val'))
@@ -2385,3 +2451,203 @@ def test_shakespeare_download_and_its_error_message(tmp_path, server, monkeypatc
         shakespeare_char.prepare(out_folder=tmp_path / 'offline')
     assert_one_line(err)
     assert os.listdir(tmp_path / 'offline') == []  # no input.txt, .part, .bin or meta.json
+
+
+# --------------------------------------------------------------------------------------------------
+# every tool given a missing, empty or damaged run folder, log.jsonl, results.json or checkpoint:
+# one line saying what is wrong and what to do, a non-zero exit, no traceback; the export under the
+# installed transformers: a complete folder, or a one-line refusal before anything is written
+
+
+EVAL_LINE = '{"iter": 0, "train_loss": 4.2, "val_loss": 4.2, "elapsed": 0.1}\n'
+RUN_DAMAGE = {  # a run folder as a fresh clone, a crash or a bad copy leaves it:
+    # damage: (its log.jsonl, None for none; what the one line says)
+    'missing folder': (None, 'no run folder'),
+    'no log': (None, 'cannot read'),
+    'empty log': ('', 'is empty'),
+    'cut last line': (EVAL_LINE + '{"iter": 10, "lo', 'line 2 is not a JSON object'),
+    'no evaluation line': ('{"iter": 1, "loss": 4.1}\n', 'has no evaluation line'),
+}
+RESULTS_DAMAGE = {  # damage: (results.json, None for none; what the one line says)
+    'missing': (None, 'pass the results.json'),
+    'empty': ('', 'is empty'),
+    'cut': ('[{"name": "a", "point": {}, "se', 'is not valid JSON'),
+    'not run records': ('{"name": "a"}', 'is not a list of run records'),
+    'no finished run': ('[{"name": "a", "point": {"lr": "1"}, "seed": 1, "status": "exit 1"}]',
+                        'records no finished run'),
+}
+CKPT_DAMAGE = ('missing', 'empty', 'cut', 'another model')
+
+
+def damaged_run(folder, damage):
+    """A train.py --out_dir with RUN_DAMAGE[damage] for its log.jsonl, and a readable ckpt.pt."""
+    if damage == 'missing folder':
+        return folder / 'run'
+    tiny_checkpoint(folder, {'tokenizer': 'byte'}, 256)
+    log, _ = RUN_DAMAGE[damage]
+    if log is not None:
+        (folder / 'log.jsonl').write_text(log)
+    return folder
+
+
+def damaged_results(folder, damage):
+    """folder/results.json with RESULTS_DAMAGE[damage] in it (none if missing)."""
+    text, _ = RESULTS_DAMAGE[damage]
+    if text is not None:
+        (folder / 'results.json').write_text(text)
+    return folder / 'results.json'
+
+
+def damaged_checkpoint(folder, damage):
+    """folder/ckpt.pt: missing, empty, cut short, or of a model whose head has another shape; an
+    intact log.jsonl beside it."""
+    (folder / 'log.jsonl').write_text(EVAL_LINE)
+    path = folder / 'ckpt.pt'
+    if damage != 'missing':
+        tiny_checkpoint(folder, {'tokenizer': 'byte'}, 256)
+        ckpt = torch.load(path, weights_only=True)
+        ckpt['model']['head.weight'] = torch.zeros(3, 3)
+        torch.save(ckpt, path)
+        whole = path.read_bytes()
+        path.write_bytes({'empty': b'', 'cut': whole[:len(whole) // 2]}.get(damage, whole))
+    return path
+
+
+def study(name):
+    """experiments/<name>/run.py as a namespace of its functions (its __main__ block not run)."""
+    return types.SimpleNamespace(**runpy.run_path(os.path.join(REPO, 'experiments', name,
+                                                               'run.py')))
+
+
+@pytest.mark.parametrize('damage', RUN_DAMAGE)
+def test_a_missing_or_damaged_run_folder_fails_in_one_line_in_every_tool(tmp_path, capsys,
+                                                                          damage):
+    run_dir = damaged_run(tmp_path, damage)
+    named = (str(run_dir), RUN_DAMAGE[damage][1])
+    assert_exits_2_in_one_line(lambda: sweep.read_log(str(run_dir)), capsys, *named)
+    assert_exits_2_in_one_line(lambda: abm.main([str(run_dir), '--out', str(tmp_path / 'a.png')]),
+                               capsys, *named)
+    pytest.importorskip('matplotlib', reason='plot.py needs matplotlib (an optional dependency)')
+    assert_exits_2_in_one_line(lambda: plot.main(['curves', str(run_dir), '--out',
+                                                  str(tmp_path / 'c.png')]), capsys, *named)
+    assert not (tmp_path / 'a.png').exists() and not (tmp_path / 'c.png').exists()
+
+
+@pytest.mark.parametrize('damage', RESULTS_DAMAGE)
+def test_a_missing_or_damaged_results_json_fails_in_one_line_in_every_tool(tmp_path, capsys,
+                                                                            damage):
+    path = damaged_results(tmp_path, damage)
+    named = (str(path), RESULTS_DAMAGE[damage][1])
+    if damage != 'no finished run':  # a list of records: the sweep goes on from it
+        assert_exits_2_in_one_line(lambda: sweep.read_results(str(path)), capsys, *named)
+    if damage not in ('missing', 'no finished run'):  # (those a sweep starts or runs again)
+        argv = ['--out_dir', str(tmp_path), '--grid', 'lr=1', '--', '--max_iters', '1']
+        assert_exits_2_in_one_line(lambda: sweep.main(argv), capsys, *named)
+    pytest.importorskip('matplotlib', reason='plot.py needs matplotlib (an optional dependency)')
+    for command in (['sweep', str(path), '--x', 'lr'], ['equilibrium', str(path)],
+                    ['clipping', str(tmp_path)]):
+        assert_exits_2_in_one_line(lambda: plot.main([*command, '--out', str(tmp_path / 'p.png')]),
+                                   capsys, *named)
+    assert not (tmp_path / 'p.png').exists()
+
+
+@pytest.mark.parametrize('damage', CKPT_DAMAGE)
+def test_a_missing_or_damaged_checkpoint_fails_in_one_line_in_every_tool(tmp_path, capsys,
+                                                                         damage):
+    path = damaged_checkpoint(tmp_path, damage)
+    tools = {'sample.py': lambda: sample.main(['--out_dir', str(tmp_path), '--device', 'cpu']),
+             'export.py': lambda: export.main(['--out_dir', str(tmp_path), '--pt',
+                                               str(tmp_path / 'folded.pt')])}
+    if damage != 'another model':  # the readers that only load it
+        tools['sweep.read_checkpoint'] = lambda: sweep.read_checkpoint(str(tmp_path))
+        tools['abm.py'] = lambda: abm.main([str(tmp_path), '--out', str(tmp_path / 'a.png')])
+    for call in tools.values():
+        assert_exits_2_in_one_line(call, capsys, str(path))
+    assert not (tmp_path / 'folded.pt').exists() and not (tmp_path / 'a.png').exists()
+
+
+def test_the_studies_say_in_one_line_that_their_run_folders_are_not_committed(capsys):
+    # a fresh clone: results.json records the runs, runs/ is not there
+    record = dict(name='no_such_run', point={}, seed=1, status='ok')
+    symmetry_drift, head_rows = study('symmetry_drift'), study('head_rows')
+    equilibrium_2x2 = study('2x2_equilibrium')
+    for call in (lambda: symmetry_drift.trajectories([record]),
+                 lambda: symmetry_drift.final_rows(record),
+                 lambda: head_rows.head_rows('adamw', record),
+                 lambda: equilibrium_2x2.final_gains('adamw', record)):
+        err = assert_exits_2_in_one_line(call, capsys, 'no_such_run', 'not committed')
+        assert 'results.json aside' in err  # what to do
+
+
+def test_feature_scales_reads_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
+    path = damaged_checkpoint(tmp_path, 'cut')
+    row_norms = study('feature_scales').row_norms
+    assert_exits_2_in_one_line(lambda: row_norms(str(path)), capsys, str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command', [['sample.py', '--out_dir', 'RUN'],
+                                     ['export.py', '--out_dir', 'RUN', '--pt', 'RUN/f.pt'],
+                                     ['experiments/plot.py', 'curves', 'RUN'],
+                                     ['experiments/abm/abm.py', 'RUN']])
+def test_each_tool_on_a_missing_run_exits_2_in_one_line_without_a_traceback(tmp_path, command):
+    if command[0] == 'experiments/plot.py':
+        pytest.importorskip('matplotlib', reason='plot.py needs matplotlib (an optional dependency)')
+    argv = [arg.replace('RUN', str(tmp_path / 'no_run')) for arg in command]
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, 'MPLBACKEND': 'Agg'})
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and '\n' not in err and 'no_run' in err, proc.stderr
+    assert err.startswith(f'{command[0]}: error:'), err  # the script's name, then what is wrong
+
+
+@pytest.mark.parametrize('case', ['complete', 'no GPT-2 ranks', 'transformers too old'])
+def test_export_hf_of_a_gpt2_model_writes_a_complete_folder_or_refuses_in_one_line(
+        tmp_path, monkeypatch, capsys, case):
+    transformers = import_transformers(monkeypatch)
+    tiny_checkpoint(tmp_path, {'tokenizer': 'gpt2'}, 50304)  # GPT-2's vocabulary, padded
+    hf, folded = tmp_path / 'hf', tmp_path / 'folded.pt'
+    argv = ['--out_dir', str(tmp_path), '--hf', str(hf), '--pt', str(folded)]
+    if case == 'complete':
+        if not GPT2_BPE_FILE.exists():
+            pytest.skip(f'no GPT-2 BPE file at {GPT2_BPE_FILE}')
+        monkeypatch.setenv(common.GPT2_BPE_ENV, str(GPT2_BPE_FILE))
+        export.main(argv)
+        assert {'config.json', 'model.safetensors', 'tokenizer.json',
+                'tokenizer_config.json'} <= set(os.listdir(hf)) and folded.exists()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(hf)
+        assert tokenizer.encode('Hello world<|endoftext|>') == [15496, 995, 50256]
+        return
+    if case == 'no GPT-2 ranks':  # offline, the file named is not there
+        monkeypatch.setenv(common.GPT2_BPE_ENV, str(tmp_path / 'no.tiktoken'))
+        named = common.GPT2_BPE_ENV
+    else:
+        monkeypatch.setattr(transformers, '__version__', '4.46.3')
+        named = f'transformers>={export.MIN_TRANSFORMERS}'
+    assert_exits_2_in_one_line(lambda: export.main(argv), capsys, '--hf', named)
+    assert not hf.exists() and not folded.exists()  # nothing written, not even the folder
+
+
+@pytest.mark.parametrize('missing', ['TINYSHAKESPEARE', common.GPT2_BPE_ENV])
+def test_the_llama_cpp_study_checks_its_offline_inputs_before_the_build(tmp_path, monkeypatch,
+                                                                        missing):
+    text = str(tmp_path / 'no_input.txt') if missing == 'TINYSHAKESPEARE' else shakespeare_path()
+    monkeypatch.setenv('TINYSHAKESPEARE', text)
+    monkeypatch.setenv(common.GPT2_BPE_ENV, str(tmp_path / 'no.tiktoken'))
+    run_py = runpy.run_path(os.path.join(REPO, 'experiments/export/run.py'))
+    with pytest.raises(SystemExit) as exit_info:
+        run_py['main'](['--work', str(tmp_path / 'work')])
+    message = str(exit_info.value.code)
+    assert missing in message and '\n' not in message and 'error' in message
+    assert not (tmp_path / 'work').exists()  # nothing downloaded, built or trained
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_damaged_run_checkpoint_says_what_train_py_said(tmp_path, capsys):
+    run_dir = tmp_path / 'runs' / sweep.run_name({'dropout': '0'}, 1337)
+    run_dir.mkdir(parents=True)
+    (run_dir / 'ckpt.pt').write_bytes(b'cut by a crash')  # the sweep resumes it: train.py refuses
+    argv = ['--out_dir', str(tmp_path), '--grid', 'dropout=0', '--', '--device', 'cpu']
+    err = assert_exits_2_in_one_line(lambda: sweep.main(argv), capsys, '--resume',
+                                     str(run_dir / 'ckpt.pt'), 'train.log')
+    assert 'not a readable checkpoint' in err and not (tmp_path / 'results.json').exists()

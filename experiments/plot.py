@@ -24,21 +24,24 @@ from pathlib import Path
 from collections import defaultdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
+from experiments import sweep  # noqa: E402
 from experiments.sweep import mean_std  # noqa: E402
 
 KINDS = ('embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'head')  # the matrices by last name
 
 
 def read_log(run_dir):
-    """(evaluation lines, step lines) of a run's log.jsonl."""
-    with open(os.path.join(run_dir, 'log.jsonl')) as f:
-        lines = [json.loads(line) for line in f]
+    """(evaluation lines, step lines) of a run's log.jsonl (sweep.read_log: one line if damaged)."""
+    lines = sweep.read_log(run_dir)
     return [x for x in lines if 'val_loss' in x], [x for x in lines if 'val_loss' not in x]
 
 
 def read_results(path):
-    with open(path) as f:
-        return [r for r in json.load(f) if r['status'] == 'ok']
+    """The finished runs of a sweep's results.json; none: one line, exit 2."""
+    runs = [r for r in sweep.read_results(path) if r['status'] == 'ok']
+    if not runs:
+        sweep.fail(f'{path} records no finished run: nothing to plot')
+    return runs
 
 
 def errorbar(ax, points, **style):
@@ -147,6 +150,8 @@ def plot_sweep(paths, x, out, seed=None):
     for ax, path in zip(axes[0], paths):
         every = read_results(path)
         runs = [r for r in every if seed is None or r['seed'] == seed]
+        if not runs:
+            sweep.fail(f'{path} records no finished run of seed {seed}')
         xs = {r['point'][x] for r in runs}
         follows_x = {k for k in runs[0]['point']  # k is a function of x
                      if len({(r['point'][x], r['point'].get(k)) for r in runs}) == len(xs)}
@@ -244,7 +249,7 @@ def plot_clipping(sweep_dir, out, early=300):
     """Multipliers excluded from (rule 2) vs included in the global clipping: early gradient
     norms, val loss gap."""
     runs = read_results(os.path.join(sweep_dir, 'results.json'))
-    logs = {r['name']: read_log(os.path.join(sweep_dir, 'runs', r['name'])) for r in runs}
+    logs = {r['name']: read_log(sweep.run_folder(sweep_dir, r)) for r in runs}
     fig, axes = figure(1, 2, width=4.5)
     data = dict(early_grad_norms={}, val_loss_gap={})
     first = min(r['seed'] for r in runs)  # the left panel shows this seed alone

@@ -26,10 +26,14 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # train.py's folder
+RECORD_KEYS = ('name', 'point', 'seed', 'status')  # what every record of a results.json holds
 
 
 def fail(message):
-    print(f'sweep.py: error: {message}', file=sys.stderr)
+    """One line naming the script that runs (sweep.py, plot.py, a study's run.py), exit code 2."""
+    script = sys.argv[0] if sys.argv[0].endswith('.py') else ''
+    prog = script if script and os.path.basename(script) != '__main__.py' else 'sweep.py'
+    print(f'{prog}: error: {message}', file=sys.stderr)
     sys.exit(2)
 
 
@@ -50,10 +54,9 @@ def run_name(point, seed):
     return name if len(name) <= 200 else f'{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}'
 
 
-def summarize(run_dir):
+def summarize(folder):
     """The record of a finished run, from its log.jsonl evaluation lines."""
-    with open(os.path.join(run_dir, 'log.jsonl')) as f:
-        evals = [line for line in map(json.loads, f) if 'val_loss' in line]
+    evals = [line for line in read_log(folder) if 'val_loss' in line]
     last = evals[-1]
     return dict(final_val_loss=last['val_loss'], best_val_loss=min(e['val_loss'] for e in evals),
                 final_train_loss=last['train_loss'], iters=last['iter'], elapsed=last['elapsed'],
@@ -104,7 +107,7 @@ def add_record(out_dir, record=None):
     path = os.path.join(out_dir, 'results.json')
     with open(os.path.join(out_dir, '.lock'), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        records = json.load(open(path)) if os.path.exists(path) else []
+        records = read_results(path) if os.path.exists(path) else []
         if record is not None:
             records.append(record)
             with open(path, 'w') as f:
@@ -139,14 +142,101 @@ def run_one(out_dir, name, point, seed, flags):
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
     if code < 0:  # stopped by a signal (Ctrl-C, kill): no result; the next sweep resumes it
         fail(f'{name} was stopped by signal {-code}; run the same command again to resume it')
-    if code == 2:  # a bad flag or setting: every run would fail the same way
-        fail(f'{name}: train.py rejected its flags; see {run_dir}/train.log')
+    if code == 2:  # a bad flag or setting, or a damaged checkpoint: train.py said which
+        with open(os.path.join(run_dir, 'train.log')) as log:
+            said = ([line.strip() for line in log if line.strip()] or ['(nothing)'])[-1]
+        fail(f'{name}: {said} (see {run_dir}/train.log)')
     status = 'ok' if code == 0 else f'exit {code}'
     record = dict(name=name, point=point, seed=seed, status=status)
     if code == 0:
         record.update(summarize(run_dir))
         print(f"sweep: {name}: final val loss {record['final_val_loss']:.4f}", flush=True)
     add_record(out_dir, record)
+
+
+# -------------------------------------------------------------------------------------------------
+# reading what runs leave behind: every tool under experiments/ reads results.json, log.jsonl and
+# ckpt.pt through these, which answer a missing, empty or damaged file in one line (exit 2)
+
+
+def read_json(path, what_to_do):
+    """The contents of a JSON file; missing, empty or not JSON: one line saying what_to_do."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as err:
+        fail(f'cannot read {path} ({err.strerror}): {what_to_do}')
+    if not text.strip():
+        fail(f'{path} is empty: {what_to_do}')
+    try:
+        return json.loads(text)
+    except ValueError as err:  # JSONDecodeError: cut or damaged
+        fail(f'{path} is not valid JSON ({err}): {what_to_do}')
+
+
+def read_results(path):
+    """The records of a sweep's results.json, each with RECORD_KEYS."""
+    if not os.path.exists(path):
+        fail(f'no {path}: pass the results.json that sweep.py writes into its --out_dir')
+    what_to_do = 'restore it (git checkout) or move it aside to run the sweep again'
+    records = read_json(path, what_to_do)
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and all(k in r for k in RECORD_KEYS) for r in records):
+        fail(f"{path} is not a list of run records ({', '.join(RECORD_KEYS)}): {what_to_do}")
+    return records
+
+
+def run_folder(out_dir, record):
+    """The folder of a run that out_dir/results.json records; missing (run folders are not
+    committed): one line saying how to make it again."""
+    folder = os.path.join(out_dir, 'runs', record['name'])
+    if not os.path.isdir(folder):
+        fail(f"no run folder {folder} (run folders are not committed): move "
+             f"{os.path.join(out_dir, 'results.json')} aside and run this again to train its runs")
+    return folder
+
+
+def read_log(folder):
+    """Every line of the log.jsonl of a train.py --out_dir, as dicts; at least one evaluation."""
+    path = os.path.join(folder, 'log.jsonl')
+    what_to_do = 'pass a folder that train.py wrote (its --out_dir), or train that run again'
+    if not os.path.isdir(folder):
+        fail(f'no run folder {folder}: {what_to_do}')
+    try:
+        with open(path) as f:
+            texts = f.read().splitlines()
+    except OSError as err:
+        fail(f'cannot read {path} ({err.strerror}): {what_to_do}')
+    lines = []
+    for number, text in enumerate(texts, 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        if not isinstance(line, dict):
+            fail(f'{path}: line {number} is not a JSON object (cut by a crash?): delete it, or '
+                 'train that run again')
+        lines.append(line)
+    if not any('val_loss' in line for line in lines):
+        fail(f"{path} {'has no evaluation line' if lines else 'is empty'}: {what_to_do}")
+    return lines
+
+
+def read_checkpoint(folder):
+    """The ckpt.pt of a train.py --out_dir (runtime.load_checkpoint: one line if damaged)."""
+    path = os.path.join(folder, 'ckpt.pt')
+    if not os.path.exists(path):
+        fail(f'{path} is missing: pass a folder that train.py wrote, or train that run again')
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from runtime import load_checkpoint  # torch: imported by the tools that read checkpoints only
+    return load_checkpoint(path, folder)
+
+
+# -------------------------------------------------------------------------------------------------
+# the command line
 
 
 def main(argv):

@@ -23,16 +23,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import guards  # noqa: E402
 import train  # noqa: E402
-from runtime import fail, load_checkpoint  # noqa: E402
+from experiments.sweep import read_checkpoint, read_log  # noqa: E402
+from runtime import load_checkpoint  # noqa: E402
 
 MATRICES = ('blocks.0.attn.q', 'blocks.0.mlp.up', 'blocks.-1.mlp.down')  # -1: the last block
 
 
 def real_trajectories(run_dir):
     """{iter: eval line} from the run's log.jsonl evaluation lines."""
-    with open(os.path.join(run_dir, 'log.jsonl')) as f:
-        return {line['iter']: line for line in map(json.loads, f) if 'val_loss' in line}
+    return {line['iter']: line for line in read_log(run_dir) if 'val_loss' in line}
 
 
 def brownian_motion(s, vocab_size, log_iters, seed=0):
@@ -56,7 +57,7 @@ def brownian_motion(s, vocab_size, log_iters, seed=0):
 def compare(run_dir, matrices=MATRICES):
     """Real vs noise trajectories of the chosen matrices' weight_rms and scalar multipliers."""
     ckpt = load_checkpoint(os.path.join(run_dir, 'ckpt.pt'), 'abm.py')
-    s = train.Settings(**train.saved_settings(ckpt['settings']))
+    s = train.Settings(**guards.saved_settings(ckpt['settings']))
     n_layer = s.n_layer
     names = [m.replace('blocks.-1.', f'blocks.{n_layer - 1}.') for m in matrices]
     real = real_trajectories(run_dir)
@@ -123,9 +124,9 @@ def main(argv):
     parser.add_argument('--matrices', default=','.join(MATRICES),
                         help='comma-separated matrix names')
     args = parser.parse_args(argv)
-    for run in args.runs:
-        if not os.path.exists(os.path.join(run, 'log.jsonl')):
-            fail(f'{run}: no log.jsonl (pass a train.py --out_dir)')
+    for run in args.runs:  # each log and checkpoint readable, before the minutes of noise
+        read_log(run)
+        read_checkpoint(run)
     results = [compare(run, args.matrices.split(',')) for run in args.runs]
     with open(os.path.splitext(args.out)[0] + '.json', 'w') as f:
         json.dump(results, f, indent=1)

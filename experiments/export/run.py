@@ -6,6 +6,12 @@ transformers and with sample.py --fold: tokenizer ids, greedy tokens, logits.
 
     python experiments/export/run.py                  # ~20 min on 2 CPU cores, half of it the build
     python experiments/export/run.py --work /tmp/x    # where the build, venvs and models go
+    python experiments/export/run.py --update_committed   # results.json beside this file too
+
+Needs, besides pip's network (llama-cpp-python's sdist, transformers 4.57.6, sentencepiece), two
+files that it reads offline and checks before the build: tiny-shakespeare ($TINYSHAKESPEARE, else
+../shared/data/tinyshakespeare/input.txt beside the repo) and GPT-2's BPE ranks ($NANOLRM_GPT2_BPE,
+a gpt2.tiktoken file; unset, tiktoken downloads them).
 
 Not part of the tests: it downloads with pip and builds llama.cpp (minutes). Every step is skipped
 when its output exists, so a second run only compares. llama.cpp is the source that the
@@ -14,7 +20,8 @@ by pip into a wheel; its Python binding gives llama.cpp's tokens and logits (com
 are made under --work; each also sees this interpreter's packages (torch, transformers 5), behind
 its own: one with that wheel (it runs the converter under transformers 5 and compare.py), one with
 transformers 4.57 (the converter under 4.57). The converter also needs sentencepiece in both.
-Prints a table and writes results.json beside this file.
+Prints a table and writes results.json into --work; the committed results.json beside this file is
+rewritten only with --update_committed.
 """
 import argparse
 import filecmp
@@ -43,6 +50,20 @@ TRAIN = ['--device', 'cpu', '--n_layer', '2', '--n_head', '2', '--n_embd', '64',
          '5', '--learning_rate', '3e-3', '--gain_lr', '3e-3', '--mult_lr', '3e-3',
          '--sample_tokens', '0', '--scalar_mult', '--row_mult', '--col_mult']
 TOKENIZERS = ('gpt2', 'char', 'byte')
+
+
+def check_inputs():
+    """The files the run reads offline, checked before the minutes of the build: one line each."""
+    if not os.path.isfile(TEXT):
+        sys.exit(f'run.py: error: no tiny-shakespeare at {TEXT}: set TINYSHAKESPEARE to its '
+                 'input.txt')
+    sys.path.insert(0, REPO)
+    from data.common import GPT2_BPE_ENV, gpt2_encoding
+    try:
+        gpt2_encoding()  # the $NANOLRM_GPT2_BPE file, else tiktoken's download
+    except OSError as err:
+        sys.exit(f"run.py: error: GPT-2's BPE ranks are not at hand ({err}): set "
+                 f'{GPT2_BPE_ENV} to a gpt2.tiktoken file')
 
 
 def sh(*cmd, env=None, cwd=None):
@@ -139,10 +160,15 @@ def versions(python):
     return must(python, '-c', code).split()
 
 
-def main():
+def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--work', default='/tmp/nanolrm_llama_cpp', help='build, venvs, models')
-    work = parser.parse_args().work
+    parser.add_argument('--work', default='/tmp/nanolrm_llama_cpp',
+                        help='build, venvs, models and results.json')
+    parser.add_argument('--update_committed', action='store_true',
+                        help='also rewrite the committed results.json beside this script')
+    args = parser.parse_args(argv)
+    work = args.work
+    check_inputs()
     os.makedirs(work, exist_ok=True)
     sdist, llama_cpp = llama_cpp_source(work)
     old_python = make_venv(os.path.join(work, 'venv-transformers-4.57'),
@@ -170,8 +196,10 @@ def main():
             gguf = os.path.join(out_dir, 'model-tokenizers-backend.gguf')
             row['convert_transformers_old_if_named_TokenizersBackend'] = \
                 convert_as_transformers_5_names_it(llama_cpp, old_python, hf, gguf)
-    with open(os.path.join(HERE, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=1)
+    for folder in [work] + ([HERE] if args.update_committed else []):
+        with open(os.path.join(folder, 'results.json'), 'w') as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {os.path.join(folder, 'results.json')}")
     print_table(results)
 
 
@@ -193,4 +221,4 @@ def print_table(results):
 
 
 if __name__ == '__main__':
-    main()
+    main(sys.argv[1:])

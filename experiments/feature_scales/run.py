@@ -11,7 +11,11 @@ matrix, z-loss 1e-4, multipliers at lr 1e-2 and wd 2e-3).
     python experiments/feature_scales/run.py     # resumable: recorded runs are skipped
 
 Writes results.json (one record per run), row_norms.json (every row norm, by run and matrix),
-results.md and feature_scales.png.
+results.md and feature_scales.png. A recorded run whose checkpoint is absent (a fresh clone) is
+read from the committed row_norms.json, so the table and the figure redraw without training.
+
+As in the paper's Fig. 3, each layer's row norms are divided by that layer's mean before the
+layers are pooled: the distributions compare the shape of each layer's rows, not the layers' scales.
 """
 import json
 import os
@@ -23,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, config_from_checkpoint  # noqa: E402
 from recipe import MODEL, MUON, SEEDS, equilibrium_run, write_report  # noqa: E402
-from sweep import mean_std, run_points  # noqa: E402
+from sweep import read_checkpoint, read_json, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = MODEL + equilibrium_run(1000, 1e-3, 5.0, 1e-2)
@@ -36,8 +40,8 @@ SHOWN = ('attn.q', 'mlp.gate')  # the paper's Fig. 3
 
 def row_norms(ckpt_path):
     """{matrix name: the L2 norm of each row of its effective W} of a checkpoint's model."""
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    model = GPT(GPTConfig(**ckpt['model_config']))
+    ckpt = read_checkpoint(os.path.dirname(ckpt_path))  # damaged: one line
+    model = GPT(config_from_checkpoint(ckpt['model_config']))
     model.load_state_dict(ckpt['model'])
     with torch.no_grad():
         return {name: m.effective_weight().norm(dim=1).tolist()
@@ -50,23 +54,43 @@ def spread(norms):
     return float(high / low)
 
 
+def decades_below_median(norms):
+    """How far the lowest row sits below the median row: log10(median / min)."""
+    return float(np.log10(np.median(norms) / np.min(norms)))
+
+
+def layers(run, matrix):
+    """The row norms of one matrix kind, one array per layer."""
+    return [np.array(run[m]) for m in run if m.startswith('blocks.') and m.endswith(matrix)]
+
+
+def normalized(run, matrix):
+    """Each layer's row norms over that layer's mean, the layers pooled (the paper's Fig. 3)."""
+    return np.concatenate([norms / norms.mean() for norms in layers(run, matrix)])
+
+
 def table(norms):
     matrices = sorted({m.split('.', 2)[-1] for run in norms.values() for m in run
                        if m.startswith('blocks.')})
-    lines = ['Spread of the row norms of W = s r W~ c: 90th over 10th percentile, per matrix kind '
-             '(mean ± std over the layers and seeds).\n',
-             '| optimizer | multipliers | ' + ' | '.join(matrices) + ' |',
-             '|---|---|' + '---|' * len(matrices)]
-    for optimizer in OPTIMIZERS:
-        for config in CONFIGS:
-            runs = [v for k, v in norms.items() if k.startswith(f'{optimizer}/{config}/')]
-            cells = []
-            for matrix in matrices:
-                values = [spread(run[m]) for run in runs for m in run if m.endswith(matrix)
-                          and m.startswith('blocks.')]
-                mean, std = mean_std(values) or (float('nan'), 0)
-                cells.append(f'{mean:.2f} ± {std:.2f}')
-            lines.append(f'| {optimizer} | {config} | ' + ' | '.join(cells) + ' |')
+    seeds = sorted({k.split('seed=')[1] for k in norms})
+    stats = {  # title: a cell from one run's rows of one matrix kind
+        'Spread of the row norms: 90th over 10th percentile, each layer divided by its mean, '
+        'the layers pooled': lambda run, m: f'{spread(normalized(run, m)):.2f}',
+        'Lowest row, decades below the median: log10(median / min), each layer divided by its '
+        'mean, the layers pooled': lambda run, m: f'{decades_below_median(normalized(run, m)):.2f}',
+        'Median row norm, raw (log10; the layers pooled, not normalized)':
+            lambda run, m: f'{np.log10(np.median(np.concatenate(layers(run, m)))):+.2f}',
+    }
+    lines = ['Row norms of W = s r W~ c, per matrix kind; '
+             f'each cell: seed {" / seed ".join(seeds)}.']
+    for title, stat in stats.items():
+        lines += ['', f'{title}.\n', '| optimizer | multipliers | ' + ' | '.join(matrices) + ' |',
+                  '|---|---|' + '---|' * len(matrices)]
+        for optimizer in OPTIMIZERS:
+            for config in CONFIGS:
+                runs = [norms[f'{optimizer}/{config}/seed={seed}'] for seed in seeds]
+                cells = [' / '.join(stat(run, m) for run in runs) for m in matrices]
+                lines.append(f'| {optimizer} | {config} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
@@ -79,28 +103,32 @@ def plot(norms, path):
     for row, optimizer in enumerate(OPTIMIZERS):
         for col, matrix in enumerate(SHOWN):
             ax = axes[row, col]
-            logs = {}
+            rows, depth = {}, 0
             for config in CONFIGS:
                 run = norms.get(f'{optimizer}/{config}/{first_seed}', {})
-                values = [v for m in run if m.endswith(matrix) for v in run[m]]
-                if values:
-                    logs[config] = np.log10(values)
-            if not logs:
+                if layers(run, matrix):
+                    rows[config] = normalized(run, matrix)
+                    depth = len(layers(run, matrix))
+            if not rows:
                 continue
-            everything = np.concatenate(list(logs.values()))
+            everything = np.log10(np.concatenate(list(rows.values())))
             bins = np.linspace(everything.min(), everything.max(), 60)  # the same for both
-            for i, (config, values) in enumerate(logs.items()):
-                ax.hist(values, bins=bins, alpha=0.55, color=f'C{i}',
-                        label=f'{config} ({len(values)} rows, all layers)')
+            for i, (config, values) in enumerate(rows.items()):
+                ax.hist(np.log10(values), bins=bins, alpha=0.55, color=f'C{i}',
+                        label=f'{config}: 90/10 spread {spread(values):.1f}x '
+                              f'({len(values)} rows, {depth} layers)')
             ax.set_title(f'{optimizer}: rows of W_{matrix.split(".")[1]}, seed {SEEDS[0]}',
                          fontsize=9)
-            ax.set_xlabel('log10 row norm of W = s r W~ c')
+            ax.set_xlabel('log10 (row norm of W = s r W~ c / its layer\'s mean row norm)')
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 if __name__ == '__main__':
+    committed_path = os.path.join(HERE, 'row_norms.json')
+    committed = (read_json(committed_path, 'restore it (git checkout)')
+                 if os.path.exists(committed_path) else {})
     norms = {}
     for optimizer, optimizer_flags in OPTIMIZERS.items():
         out_dir = os.path.join(HERE, optimizer)
@@ -109,9 +137,17 @@ if __name__ == '__main__':
         for r in run_points(out_dir, points, SEEDS[:2], RUN + optimizer_flags):
             if r['status'] == 'ok':
                 config = 'lrm' if r['point']['row_mult'] == 'true' else 'none'
+                key = f"{optimizer}/{config}/seed={r['seed']}"
                 ckpt = os.path.join(out_dir, 'runs', r['name'], 'ckpt.pt')
-                norms[f"{optimizer}/{config}/seed={r['seed']}"] = row_norms(ckpt)
-    with open(os.path.join(HERE, 'row_norms.json'), 'w') as f:
+                if os.path.exists(ckpt):
+                    norms[key] = row_norms(ckpt)
+                elif key in committed:  # a fresh clone: the checkpoints are not committed
+                    norms[key] = committed[key]
+                else:
+                    sys.exit(f'feature_scales: {key}: neither {os.path.relpath(ckpt)} nor its '
+                             f'entry in {os.path.relpath(committed_path)}; delete its record from '
+                             f'{os.path.relpath(out_dir)}/results.json to train it again')
+    with open(committed_path, 'w') as f:
         json.dump(norms, f)
     write_report(HERE, table(norms),
                  lambda: plot(norms, os.path.join(HERE, 'feature_scales.png')))

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
 from recipe import (MODEL, MUON, SEEDS, equilibrium_run, multiplier_distance,  # noqa: E402
                     paired, factor_sum, write_report)
-from sweep import mean_std, run_points  # noqa: E402
+from sweep import fail, mean_std, read_checkpoint, run_folder, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -48,6 +47,8 @@ def config(record):
 def token_log_frequency():
     """log10 of each character's share of the training split (the marginal distribution)."""
     folder = os.path.join(REPO, 'data', 'shakespeare_char')
+    if not os.path.exists(os.path.join(folder, 'train.bin')):
+        fail(f'no {folder}/train.bin: run data/shakespeare_char/prepare.py first')
     with open(os.path.join(folder, 'meta.json')) as f:
         vocab_size = json.load(f)['vocab_size']
     ids = np.fromfile(os.path.join(folder, 'train.bin'), dtype=np.uint16)
@@ -57,8 +58,8 @@ def token_log_frequency():
 
 def head_rows(optimizer, record):
     """The head's row multipliers r_i at the end of a head_rows run."""
-    path = os.path.join(folder(optimizer), 'runs', record['name'], 'ckpt.pt')
-    return torch.load(path, weights_only=True)['model']['head.row_mult'].tolist()
+    ckpt = read_checkpoint(run_folder(folder(optimizer), record))  # missing or damaged: one line
+    return ckpt['model']['head.row_mult'].tolist()
 
 
 def table(results, learned):

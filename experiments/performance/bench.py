@@ -7,7 +7,9 @@ Benchmarks, measured side by side in one run on one machine: every variant takes
      each without and with all learnable multipliers, with tokens/s, on known GPUs MFU, and on
      CUDA the peak memory of each (weights and optimizer state + the most a step allocates);
   3. with --nanogpt PATH (a karpathy/nanoGPT checkout; nanoGPT is not a dependency): nanoGPT's own
-     model and training step at the same size, against ours without multipliers.
+     model and training step at the same size, against ours without multipliers;
+  4. with --baseline PATH (a checkout of another nanoLRM commit): its training steps, each variant
+     of 2. in turn with ours, to see whether a change made a step slower.
 
     # train.py's flags apply; its defaults are nanoGPT's shakespeare_char GPU size (6 x 384)
     python bench.py
@@ -20,6 +22,7 @@ Benchmarks, measured side by side in one run on one machine: every variant takes
         --vocab_size 50304
 """
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -27,26 +30,29 @@ import statistics
 import sys
 from pathlib import Path
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
+import guards  # noqa: E402
 import train  # noqa: E402
 from muon import MuonAdamW  # noqa: E402
-from model import doc  # noqa: E402
+from model import flag  # noqa: E402
 from runtime import fail, parse_flags, peak_flops, pick_device  # noqa: E402
 
 
 @dataclass
 class BenchSettings(train.Settings):
-    repeats: int = doc(20, 'timed steps of each variant, taken in turn (the median is reported)',
-                       allowed='[1, inf)')
-    warmup: int = doc(5, 'untimed steps of each variant first (torch.compile, caches)',
-                      allowed='[0, inf)')
-    nanogpt: str = doc('', 'path of a karpathy/nanoGPT checkout: also time its training step')
-    profile: bool = doc(False, 'also print where each training step spends its time, by op '
-                               '(torch.profiler, over --repeats steps)')
+    repeats: int = flag(20, 'timed steps of each variant, taken in turn (the median is reported)',
+                        allowed='[1, inf)')
+    warmup: int = flag(5, 'untimed steps of each variant first (torch.compile, caches)',
+                       allowed='[0, inf)')
+    nanogpt: str = flag('', 'path of a karpathy/nanoGPT checkout: also time its training step')
+    baseline: str = flag('', 'path of a checkout of another nanoLRM commit: also time its '
+                             'training steps, in turn with ours')
+    profile: bool = flag(False, 'also print where each training step spends its time, by op '
+                                '(torch.profiler, over --repeats steps)')
 
 
 def median_ms_in_turn(steps, s, device):
@@ -112,25 +118,50 @@ def make_batch(s, vocab_size, device):
     return lambda: (x, x)
 
 
-def nanolrm_step(s, device, autocast, vocab_size):
+def nanolrm_step(s, device, autocast, vocab_size, code=train):
     """train.py's train_step for one optimizer and multiplier setting; also its FLOPs per step
-    and a function that counts the bytes it holds between steps (weights, optimizer state)."""
+    and a function that counts the bytes it holds between steps (weights, optimizer state).
+    code: the train module to time (another checkout's, from import_checkout)."""
     torch.manual_seed(s.seed)
-    model, groups, optimizer = train.build(s, vocab_size, device)
+    if code is not train:  # its own Settings, with the fields it knows
+        s = code.Settings(**{f.name: getattr(s, f.name) for f in fields(code.Settings)
+                             if hasattr(s, f.name)})
+    model, groups, optimizer = code.build(s, vocab_size, device)
     use_compile = device.type == 'cuda' if s.compile is None else s.compile
     step_model = torch.compile(model) if use_compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     next_batch = make_batch(s, vocab_size, device)
     built_once = s.build_once and s.grad_accum > 1  # as train.py does
-    weights_built_once = model.weights_built_once if built_once else None
+    build = getattr(code, 'weights_built_once', None)  # a method of GPT in older commits
+    build = functools.partial(build, model) if build else model.weights_built_once
+    built_once = build if built_once else None
     def step():
         micro_batches = [next_batch() for _ in range(s.grad_accum)]
-        train.train_step(step_model, optimizer, scaler, groups, s, micro_batches, autocast,
-                         weights_built_once)
+        code.train_step(step_model, optimizer, scaler, groups, s, micro_batches, autocast,
+                        built_once)
     def held():
         state = [t for v in optimizer.state.values() for t in v.values() if torch.is_tensor(t)]
         return sum(t.numel() * t.element_size() for t in [*model.parameters(), *state])
     return step, model.flops_per_token() * s.grad_accum * s.batch_size * s.block_size, held
+
+
+def import_checkout(path):
+    """train.py of another nanoLRM checkout, imported beside ours: its modules (model, muon, ...)
+    are loaded from path under their own names, then ours are put back."""
+    if not os.path.isfile(os.path.join(path, 'train.py')):
+        fail(f'--baseline {path}: no train.py there; give the path of a nanoLRM checkout '
+             '(git worktree add ../before <commit>)')
+    ours = {'train', 'model', 'muon', 'runtime', 'guards', 'sample', 'data'}
+    mine = lambda: [n for n in sys.modules if n.split('.')[0] in ours]  # noqa: E731
+    saved = {n: sys.modules.pop(n) for n in mine()}
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        return importlib.import_module('train')
+    finally:
+        sys.path.remove(os.path.abspath(path))
+        for n in mine():
+            del sys.modules[n]
+        sys.modules.update(saved)
 
 
 def nanogpt_step(s, device, autocast, vocab_size):
@@ -166,7 +197,7 @@ def nanogpt_step(s, device, autocast, vocab_size):
 
 def main(argv):
     s = BenchSettings(**parse_flags(argv, BenchSettings))
-    train.check(s)
+    guards.check(s)
     device, dtype, autocast = pick_device(s.device, s.dtype)
     vocab_size = s.vocab_size or 65
     name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
@@ -187,6 +218,13 @@ def main(argv):
             variant = replace(s, optimizer=optimizer, **flags)
             steps[optimizer, column], flops[optimizer, column], held[optimizer, column] = \
                 nanolrm_step(variant, device, autocast, vocab_size)
+    if s.baseline:
+        baseline = import_checkout(s.baseline)
+        for optimizer in ('adamw', 'muon'):
+            for column, flags in columns.items():
+                variant = replace(s, optimizer=optimizer, **flags)
+                steps['baseline', optimizer, column] = nanolrm_step(
+                    variant, device, autocast, vocab_size, baseline)[0]
     if s.nanogpt:
         steps['nanoGPT'] = nanogpt_step(replace(s, optimizer='adamw'), device, autocast, vocab_size)
     ms, step_peaks = median_ms_in_turn(steps, s, device)
@@ -221,6 +259,13 @@ def main(argv):
               f'| {gib} |')
     ratios = ' | '.join(f"{ms['muon', c] / ms['adamw', c]:.2f}x" for c in columns)
     print(f'| Muon / AdamW | {ratios} | | | |')
+    if s.baseline:
+        print(f'\n| training step | this checkout | --baseline {s.baseline} | this / baseline |\n'
+              '|---|---|---|---|')
+        for optimizer in ('adamw', 'muon'):
+            for c in columns:
+                now, before = ms[optimizer, c], ms['baseline', optimizer, c]
+                print(f'| {optimizer}, {c} | {now:.1f} ms | {before:.1f} ms | {now / before:.3f} |')
     if s.nanogpt:
         ratio = ms['adamw', 'none'] / ms['nanoGPT']
         print('\n| training step, AdamW, no multipliers | ms |\n|---|---|\n'

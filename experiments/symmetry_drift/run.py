@@ -26,10 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root
-import torch  # noqa: E402
-
 from experiments.recipe import factor_sum  # noqa: E402
-from experiments.sweep import run_points  # noqa: E402
+from experiments.sweep import read_checkpoint, read_log, run_folder, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset', 'shakespeare_char', '--device', 'cpu', '--n_layer', '4', '--n_head', '4',
@@ -59,8 +57,7 @@ def trajectories(records):
     """{run name: {'iter': [...], 'val_loss': [...], observable: [...]}} from each run's log."""
     out = {}
     for r in records:
-        with open(os.path.join(HERE, 'runs', r['name'], 'log.jsonl')) as f:
-            evals = [line for line in map(json.loads, f) if 'val_loss' in line]
+        evals = [line for line in read_log(run_folder(HERE, r)) if 'val_loss' in line]
         keys = [k for k in evals[-1] if any(k.endswith(w) for w in WATCHED)]
         out[r['name']] = {k: [e[k] for e in evals] for k in ['iter', 'val_loss'] + keys}
     return out
@@ -69,7 +66,7 @@ def trajectories(records):
 def final_rows(record):
     """Each row's log10 |ratio| and log10 |product| of (s r)_Q and (s r)_K, every layer, at the end
     (Fig. 4a), from the run's final checkpoint."""
-    ckpt = torch.load(os.path.join(HERE, 'runs', record['name'], 'ckpt.pt'), weights_only=True)
+    ckpt = read_checkpoint(run_folder(HERE, record))
     state, rows = ckpt['model'], {'log_ratio': [], 'log_product': []}
     for i in range(ckpt['model_config']['n_layer']):
         q = state[f'blocks.{i}.attn.q.row_mult'].float()  # no scalar multipliers in this study

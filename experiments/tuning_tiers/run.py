@@ -11,14 +11,17 @@ without and with LRM (--row_mult --col_mult), for AdamW and for Muon:
 
 Our own tuning (Falcon-H1's values do not transfer to this model), on the tuning seed 1337, which
 is never reported, and on the model without multipliers (as muP values are tuned; LRM then gets the
-same values): one coordinate pass on a factor-of-2 grid, in the order of COORDINATES, starting from
-every factor 1 at the global LR 1.4e-3. Each coordinate tries both neighbours of its value and
-walks towards the better one until its best has a worse neighbour on each side, or a neighbour
-that may not run: a matrix group lasting under 3 equilibrium times sum_t lr_t * wd (the floor), a
-group with lr x wd >= 1, or a factor outside 1/16 ... 16 (the limit). The tuned values carry on to
-the next coordinate and the next tier. The global LR 1.4e-3 (6.0 equilibrium times) leaves one
-factor-of-2 step down above the floor; NONE runs at 7.1e-4, the 2x2's best for both optimizers
-without multipliers (the floor, 3.0 times).
+same values): a coordinate pass on a factor-of-2 grid, in the order of COORDINATES, starting from
+NONE itself. NONE runs at the LR 7.07e-4, the 2x2's best for both optimizers without multipliers
+(on its sqrt(2) ladder, at the floor: 3.0 equilibrium times); the search writes it as the global LR
+1.414e-3 with every group's LR factor 0.5 (the same run, bit for bit), so that each factor has room
+to move. Each coordinate tries both neighbours of its value and walks towards the better one until
+its best has a worse neighbour on each side, or a neighbour that may not run: a matrix group
+lasting under 3 equilibrium times sum_t lr_t * wd (the floor), a group with lr x wd >= 1, or a
+factor outside 1/16 ... 16 (the limit). A coordinate moves only to a lower loss, so each tier ends
+at most as high as the one before it, on the tuning seed. The values carry on to the next
+coordinate and tier; LRWD tunes the WD factors, then the LR factors once more (a higher WD lets an
+LR go below the floor it met alone).
 
 Then the 16 configurations on the reported seeds 1340-1342, evaluated every 50 steps for the gap
 over training (Fig. 7 right).
@@ -36,8 +39,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
-from recipe import MODEL, MUON, SCHEDULE, SEEDS, factor_sum, write_report  # noqa: E402
-from sweep import REPO, mean_std, run_points  # noqa: E402
+import torch  # noqa: E402
+from recipe import (MODEL, MUON, SCHEDULE, SEEDS, factor_sum, multiplier_distance,  # noqa: E402
+                    write_report)
+from sweep import REPO, mean_std, read_json, read_log, run_points  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the 2x2's recipe: 1000 steps, one weight decay 5 for every matrix, z-loss 1e-4; the gains and
@@ -50,26 +55,28 @@ REPORTED_EVAL = ['--eval_interval', '50']  # the gap over training, 4 points in 
 OPTIMIZERS = {'adamw': [], 'muon': MUON}
 LRM = ['--row_mult', '--col_mult']
 TUNING_SEED = 1337
-ORIGIN_LR = 1e-3 * 2 ** 0.5  # where the search starts (1.4e-3: 6.0 equilibrium times)
-NONE_LR = 1e-3 / 2 ** 0.5  # NONE's global LR: the 2x2's best for adamw and muon, gains at 1e-2
+# NONE's LR: the 2x2's best for adamw and muon without multipliers, gains at 1e-2, as it wrote it;
+# the search's global LR is exactly twice it, and starts with every group's LR factor at 0.5
+NONE_LR, NONE_MIN_LR = '0.000707', '8.84e-05'  # decay x8
+BASE_LR, BASE_MIN_LR = '0.001414', '0.0001768'
 # the tuned groups: four LR factors, four WD factors, five forward multipliers (13 coordinates a
 # optimizer). Q, K, V, O share a factor, and gate, up, down: muP's groups, and what fits the machine
 GROUPS = {'embed': ('embed',), 'head': ('head',), 'attention': ('q', 'k', 'v', 'o'),
           'mlp': ('gate', 'up', 'down')}
 FORWARD = ('embed_mult', 'logit_mult', 'attn_logit_mult', 'attn_out_mult', 'mlp_out_mult')
-COORDINATES = {'LR': [('lr', g) for g in GROUPS], 'LRWD': [('wd', g) for g in GROUPS],
+START = {('lr', g): 0.5 for g in GROUPS}  # NONE, bit for bit
+COORDINATES = {'LR': [('lr', g) for g in GROUPS],
+               'LRWD': [('wd', g) for g in GROUPS] + [('lr', g) for g in GROUPS],
                'FULL': [('forward', m) for m in FORWARD]}
 TIERS = ('NONE', 'LR', 'LRWD', 'FULL')
 LIMIT = (1 / 16, 16)  # the factors the search may try
 
 
-def lr_text(lr):
-    return f'{lr:.3g}'  # as the 2x2's ladder writes it: the same run names, the same flags
-
-
-def point(optimizer, values, lr=ORIGIN_LR):
-    """The flags of one tuning point: the global LR (decayed x8) and every factor that is not 1."""
-    p = dict(learning_rate=lr_text(lr), min_lr=lr_text(lr / 8))
+def point(optimizer, values, none=False):
+    """The flags of one point: the global LR (decayed x8) and every factor that is not 1; none:
+    NONE's LR, with no factor."""
+    p = dict(learning_rate=NONE_LR, min_lr=NONE_MIN_LR) if none else \
+        dict(learning_rate=BASE_LR, min_lr=BASE_MIN_LR)
     if optimizer == 'muon':
         p['muon_lr'] = p['learning_rate']  # match_rms_adamw: AdamW's LR carries over
     for what, flag in (('lr', 'lr_factors'), ('wd', 'wd_factors')):
@@ -77,7 +84,8 @@ def point(optimizer, values, lr=ORIGIN_LR):
                    for kind in kinds if values.get((what, group), 1) != 1]
         if factors:
             p[flag] = ','.join(factors)
-    p.update({m: f"{values['forward', m]:g}" for m in FORWARD if values.get(('forward', m), 1) != 1})
+    p.update({m: f"{values['forward', m]:g}" for m in FORWARD
+              if values.get(('forward', m), 1) != 1})
     return p
 
 
@@ -85,16 +93,17 @@ def schedule_sum():
     return factor_sum(RUN + ['--learning_rate', '1e-3', '--min_lr', '1.25e-4'])
 
 
-def equilibrium_times(values, group, lr=ORIGIN_LR):
+def equilibrium_times(values, group):
     """sum_t lr_t * wd of a matrix group: how many times 1/(lr wd) the run lasts."""
-    return lr * values.get(('lr', group), 1) * WD * values.get(('wd', group), 1) * schedule_sum()
+    return float(BASE_LR) * values.get(('lr', group), 1) * WD * values.get(('wd', group), 1) * \
+        schedule_sum()
 
 
 def blocked(values):
     """Why a point may not run ('floor', 'limit'), or None."""
     if any(not LIMIT[0] <= f <= LIMIT[1] for f in values.values()):
         return 'limit'
-    if any(ORIGIN_LR * values.get(('lr', g), 1) * WD * values.get(('wd', g), 1) >= 1
+    if any(float(BASE_LR) * values.get(('lr', g), 1) * WD * values.get(('wd', g), 1) >= 1
            for g in GROUPS):
         return 'limit'
     if any(equilibrium_times(values, g) < 3 - 1e-9 for g in GROUPS):
@@ -114,7 +123,7 @@ def tuning_loss(optimizer, values):
 
 def tune(optimizer):
     """The coordinate pass. Returns (values after each tier, one row per coordinate)."""
-    values, tuned, rows = {}, {'NONE': {}}, []
+    values, tuned, rows = dict(START), {'NONE': {}}, []
     for tier in TIERS[1:]:
         for coordinate in COORDINATES[tier]:
             ladder, rungs = {}, [values.get(coordinate, 1.0)]
@@ -142,7 +151,7 @@ def reported_flags(optimizer, lrm):
 
 
 def reported_point(optimizer, tier, tuned):
-    return point(optimizer, tuned[tier], NONE_LR if tier == 'NONE' else ORIGIN_LR)
+    return point(optimizer, tuned[tier], none=tier == 'NONE')
 
 
 def run_reported(optimizer, tuned):
@@ -163,7 +172,7 @@ def note_commits(out_dir, records):
     """commits.json: the commit of the code each recorded run trained with (the checkout's HEAD
     when the run was first recorded here; the runs were made from a clean worktree)."""
     path = os.path.join(HERE, 'commits.json')
-    commits = json.load(open(path)) if os.path.exists(path) else {}
+    commits = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True,
                           text=True).stdout.strip() or 'unknown'
     key = os.path.basename(out_dir)
@@ -174,6 +183,230 @@ def note_commits(out_dir, records):
             json.dump(commits, f, indent=1, sort_keys=True)
 
 
+# -------------------------------------------------------------------------------------------------
+# the report: tables (results.md) and the figure, from what is committed
+
+
+def label(tier, lrm):
+    return tier + (' + LRM' if lrm else '')
+
+
+def coordinate_label(coordinate):
+    what, name = coordinate
+    if what == 'forward':
+        return f'--{name}'
+    return f"{'LR' if what == 'lr' else 'WD'} factor, {name} ({', '.join(GROUPS[name])})"
+
+
+def flags_of(optimizer, tier, tuned):
+    """The tuned configuration as the flags a user copies (besides the recipe's)."""
+    return ' '.join(f'--{k} {v}' for k, v in reported_point(optimizer, tier, tuned).items())
+
+
+def finals(runs, config):
+    return [runs[config][seed]['final_val_loss'] for seed in SEEDS if seed in runs[config]]
+
+
+def paired(runs, a, b):
+    """b minus a, per reported seed (the same data order, initial W~ and evaluation batches)."""
+    return [runs[b][seed]['final_val_loss'] - runs[a][seed]['final_val_loss'] for seed in SEEDS
+            if seed in runs[a] and seed in runs[b]]
+
+
+def difference_cell(deltas):
+    """'per seed | mean ± std | t' of paired differences; t = mean / (std / sqrt(n))."""
+    if len(deltas) < 2:
+        return ' | '.join([', '.join(f'{d:+.4f}' for d in deltas) or '-', '-', '-'])
+    mean, std = mean_std(deltas)
+    t = mean / (std / len(deltas) ** 0.5) if std else float('inf')
+    return f"{', '.join(f'{d:+.4f}' for d in deltas)} | {mean:+.4f} ± {std:.4f} | {t:.1f}"
+
+
+def tier_checks(runs):
+    """The paper's findings (Sec. 5.1), each as paired differences b minus a, (tier, lrm) each."""
+    others = [(t, lrm) for t in TIERS for lrm in (False, True) if (t, lrm) != ('NONE', False)]
+    means = {t: mean_std(finals(runs, (t, False))) for t in TIERS[1:]}
+    best = min((t for t in means if means[t]), key=lambda t: means[t][0], default='FULL')
+    return [
+        ('(i) non-learnable and untuned is clearly the worst: each other configuration minus NONE',
+         [(('NONE', False), c) for c in others]),
+        ('(ii) non-learnable with at least LR tuning is close to LRM without tuning',
+         [(('NONE', True), (t, False)) for t in ('LR', 'LRWD', 'FULL')]),
+        ('(iii) LRM with LR tuning: close to each other', [(('LR', True), ('LRWD', True)),
+                                                          (('LR', True), ('FULL', True))]),
+        (f'(iii) ... and best: against the best tuned one without LRM ({best})',
+         [((best, False), (t, True)) for t in ('LR', 'LRWD', 'FULL')]),
+        ('tuning forward and WD multipliers gave little without LRM',
+         [(('LR', False), ('LRWD', False)), (('LRWD', False), ('FULL', False))]),
+    ]
+
+
+def tables(tuning, reported, gaps, gains):
+    out = [f'Tuning seed {TUNING_SEED} (never reported), on the model without multipliers; '
+           f'reported seeds {", ".join(map(str, SEEDS))}. Reach of a learnable scale at its LR '
+           f'1e-2: 1e-2 x {schedule_sum():.1f} = {1e-2 * schedule_sum():.2f}. A matrix group '
+           f'lasts lr x factor_lr x wd x factor_wd x {schedule_sum():.1f} equilibrium times '
+           f'({equilibrium_times(START, "mlp"):.2f} at NONE\'s LR {NONE_LR}).', '']
+    for optimizer, (tuned, rows) in tuning.items():
+        out += [f'**{optimizer}: the coordinate pass** (factor: final val loss; bracketed: a '
+                'worse neighbour was run; floor: the neighbour would last < 3 equilibrium times; '
+                'limit: outside 1/16 ... 16 or lr x wd >= 1)', '',
+                '| tier | coordinate | ladder | chosen | below | above |',
+                '|---|---|---|---|---|---|']
+        for row in rows:
+            ladder = ', '.join(f'{f:g}: {loss:.4f}' for f, loss in sorted(row['ladder'].items()))
+            out.append(f"| {row['tier']} | {coordinate_label(row['coordinate'])} | {ladder} | "
+                       f"{row['best']:g} | {row['below']} | {row['above']} |")
+        out += ['', f'**{optimizer}: the tuned configurations** (besides the recipe\'s flags; '
+                'the fewest equilibrium times of any matrix group)', '',
+                '| tier | flags | equilibrium times |', '|---|---|---|']
+        for tier in TIERS:
+            times = min(equilibrium_times(tuned[tier] or START, g) for g in GROUPS)
+            out.append(f'| {tier} | `{flags_of(optimizer, tier, tuned)}` | {times:.2f} |')
+        out.append('')
+    out += ['**The 16 configurations**: final val loss, seeds '
+            f'{", ".join(map(str, SEEDS))} (mean ± std; per seed)', '',
+            '| optimizer | tier | none | LRM | LRM minus none, per seed | mean ± std | t |',
+            '|---|---|---|---|---|---|---|']
+    for optimizer, runs in reported.items():
+        for tier in TIERS:
+            cells = []
+            for lrm in (False, True):
+                values = finals(runs, (tier, lrm))
+                stats = mean_std(values)
+                cells.append('-' if stats is None else f"{stats[0]:.4f} ± {stats[1]:.4f} "
+                             f"({', '.join(f'{v:.4f}' for v in values)})")
+            out.append(f'| {optimizer} | {tier} | {cells[0]} | {cells[1]} | '
+                       f'{difference_cell(paired(runs, (tier, False), (tier, True)))} |')
+    out += ['', "**The paper's findings, one by one** (paired by seed; t with 2 degrees of "
+            'freedom: |t| > 4.30 for p < 0.05)', '',
+            '| optimizer | finding | b minus a | per seed | mean ± std | t |',
+            '|---|---|---|---|---|---|']
+    for optimizer, runs in reported.items():
+        for finding, pairs in tier_checks(runs):
+            for i, (a, b) in enumerate(pairs):
+                shown = finding if i == 0 else '"'
+                out.append(f'| {optimizer} | {shown} | {label(*b)} minus {label(*a)} | '
+                           f'{difference_cell(paired(runs, a, b))} |')
+    out += ['', '**The gap over training** (Fig. 7 right): LRM minus none, val loss, mean ± std '
+            f'over the seeds, at the steps below (the decay starts at step {decay_start()})', '']
+    steps = gap_steps(gaps)
+    out += ['| optimizer | tier | ' + ' | '.join(map(str, steps)) + ' |',
+            '|---|---|' + '---|' * len(steps)]
+    for optimizer in gaps:
+        for tier in TIERS:
+            cells = []
+            for step in steps:
+                stats = mean_std(gaps[optimizer][tier].get(step, []))
+                cells.append('-' if stats is None else f'{stats[0]:+.3f} ± {stats[1]:.3f}')
+            out.append(f"| {optimizer} | {tier} | {' | '.join(cells)} |")
+    out += ['', '**Reach against distance** of the learnable scales (reach 1e-2 x '
+            f'{schedule_sum():.1f} = {1e-2 * schedule_sum():.2f}; the farthest any ended from 1, '
+            'over the reported seeds)', '',
+            '| optimizer | tier | multipliers (LRM) | RMSNorm gains, none | RMSNorm gains, LRM |',
+            '|---|---|---|---|---|']
+    for optimizer, runs in reported.items():
+        for tier in TIERS:
+            mults = [multiplier_distance(r) for r in runs[tier, True].values()]
+            cells = [f'{max(mults):.2f}' if mults else '-']
+            for lrm in (False, True):
+                distances = [gains[r['name']] for r in runs[tier, lrm].values()
+                             if r['name'] in gains]
+                cells.append(f'{max(distances):.2f}' if distances else '-')
+            out.append(f"| {optimizer} | {tier} | {' | '.join(cells)} |")
+    return '\n'.join(out) + '\n'
+
+
+def decay_start():
+    return int(STEPS * (1 - float(SCHEDULE[SCHEDULE.index('--decay_frac') + 1])))
+
+
+def gap_steps(gaps):
+    every = sorted({step for tiers in gaps.values() for steps in tiers.values() for step in steps})
+    return [step for step in every if step and (step % 100 == 0 or step > decay_start())]
+
+
+def curves_of(reported):
+    """{run name: [[iter, val loss], ...]} of every reported run: from its log.jsonl where the run
+    folder is here, else from the committed curves.json (written here for a fresh clone)."""
+    path = os.path.join(HERE, 'curves.json')
+    curves = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
+    for optimizer, runs in reported.items():
+        for (tier, lrm), by_seed in runs.items():
+            for record in by_seed.values():
+                log = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
+                                   record['name'])
+                if record['name'] not in curves and os.path.isdir(log):
+                    curves[record['name']] = [[line['iter'], line['val_loss']]
+                                              for line in read_log(log) if 'val_loss' in line]
+    with open(path, 'w') as f:
+        json.dump(curves, f, indent=0, sort_keys=True)
+    return curves
+
+
+def gaps_of(reported, curves):
+    """{optimizer: {tier: {step: [LRM minus none, per seed]}}}."""
+    gaps = {}
+    for optimizer, runs in reported.items():
+        for tier in TIERS:
+            by_step = gaps.setdefault(optimizer, {}).setdefault(tier, {})
+            for seed in SEEDS:
+                none, lrm = runs[tier, False].get(seed), runs[tier, True].get(seed)
+                if none is None or lrm is None or none['name'] not in curves \
+                        or lrm['name'] not in curves:
+                    continue
+                base = dict(map(tuple, curves[none['name']]))
+                for step, loss in curves[lrm['name']]:
+                    if step in base:
+                        by_step.setdefault(step, []).append(loss - base[step])
+    return gaps
+
+
+def gains_of(reported):
+    """{run name: how far its RMSNorm gains ended from 1}, from the checkpoints where they are
+    here, else from the committed gains.json."""
+    path = os.path.join(HERE, 'gains.json')
+    gains = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
+    for optimizer, runs in reported.items():
+        for (tier, lrm), by_seed in runs.items():
+            for record in by_seed.values():
+                ckpt = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
+                                    record['name'], 'ckpt.pt')
+                if record['name'] not in gains and os.path.exists(ckpt):
+                    state = torch.load(ckpt, map_location='cpu', weights_only=True)['model']
+                    gains[record['name']] = max((v.float() - 1).abs().max().item() for k, v in
+                                                state.items() if '.norm_' in k or 'norm_out' in k)
+    with open(path, 'w') as f:
+        json.dump(gains, f, indent=1, sort_keys=True)
+    return gains
+
+
+def plot(gaps, reported, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, optimizer in zip(axes, gaps):
+        for i, tier in enumerate(TIERS):
+            steps = sorted(s for s, v in gaps[optimizer][tier].items() if len(v) == len(SEEDS))
+            stats = [mean_std(gaps[optimizer][tier][s]) for s in steps]
+            mean = [m for m, _ in stats]
+            ax.plot(steps, mean, color=f'C{i}', label=tier)
+            ax.fill_between(steps, [m - s for m, s in stats], [m + s for m, s in stats],
+                            color=f'C{i}', alpha=0.15)
+        ax.axhline(0, color='k', lw=0.8)
+        ax.axvline(decay_start(), color='0.5', ls=':', lw=1)
+        ax.text(decay_start(), 0.98, ' decay', fontsize=7, va='top',
+                transform=ax.get_xaxis_transform())
+        ax.set_title(f'{optimizer}: LRM minus none, val loss (mean ± std over seeds '
+                     f'{SEEDS[0]}-{SEEDS[-1]})', fontsize=9)
+        ax.set_xlabel('step', fontsize=8)
+        ax.legend(title='tuning tier', fontsize=7, title_fontsize=7)
+    axes[0].set_ylabel('val loss, LRM minus none', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(chosen):
     tuning, reported = {}, {}
     for optimizer in OPTIMIZERS:
@@ -182,9 +415,9 @@ def main(chosen):
             reported[optimizer] = run_reported(optimizer, tuning[optimizer][0])
     if len(tuning) < len(OPTIMIZERS):
         return  # one optimizer's share: the report needs both
-    import report  # noqa: E402  (the tables and the figure, beside this script)
-    write_report(HERE, report.tables(tuning, reported),
-                 lambda: report.plot(tuning, reported, os.path.join(HERE, 'tuning_tiers.png')))
+    gaps, gains = gaps_of(reported, curves_of(reported)), gains_of(reported)
+    write_report(HERE, tables(tuning, reported, gaps, gains),
+                 lambda: plot(gaps, reported, os.path.join(HERE, 'tuning_tiers.png')))
 
 
 if __name__ == '__main__':
