@@ -119,12 +119,11 @@ for _name, _placement in PLACEMENTS.items():  # a misspelled matrix or kind fail
                          'HEAD_ABLATIONS to study more')
 
 # How a multiplier's parameter p holds its value m: (m -> p at init, p -> m in the forward pass),
-# chosen by --mult_param. --mult_lr steps p and --mult_wd pulls p towards 0: plain, m itself
-# (m towards 0); log (rule 3's ablation: the paper says no), log m (m towards 1). A new one, e.g.
-# softplus, is one more line.
+# chosen by --mult_param. AdamW steps p (--mult_lr) and decays p towards 0 (--mult_wd), and the
+# logged mult_grad_norm is p's gradient. A new one, e.g. softplus, is one more line.
 PARAMETRIZATIONS = {
-    'plain': (lambda m: m, lambda p: p),  # m = p
-    'log': (torch.log, torch.exp),  # m = exp(p)
+    'plain': (lambda m: m, lambda p: p),  # m = p: --mult_lr steps m, --mult_wd pulls m to 0
+    'log': (torch.log, torch.exp),  # m = exp(p), rule 3's ablation: steps log m, pulls m to 1
 }
 
 
@@ -146,44 +145,44 @@ def flag(default, help, choices=None, allowed=None, folds=False):
 @dataclass
 class GPTConfig:
     vocab_size: int = flag(0, "vocabulary size; 0 = the dataset's "
-                                 "(a larger value pads it, e.g. 50304)", allowed='[0, 65536]')
+                              "(a larger value pads it, e.g. 50304)", allowed='[0, 65536]')
     block_size: int = flag(256, 'context length in tokens', allowed='[1, inf)')
     n_layer: int = flag(6, 'transformer blocks', allowed='[1, inf)')
     n_head: int = flag(6, 'attention heads', allowed='[1, inf)')
     n_embd: int = flag(384, 'model width', allowed='[1, inf)')
     mlp_hidden: int = flag(0, 'gated-MLP width; 0 = 8/3 * n_embd rounded up to a multiple of 64',
-                              allowed='[0, inf)')
+                           allowed='[0, inf)')
     dropout: float = flag(0.0, 'dropout on embeddings, attention and residual branches',
-                             allowed='[0, 1)')
+                          allowed='[0, 1)')
     rope_base: float = flag(10000.0, 'rotary position embedding base', allowed='(1, inf)')
     # learnable multipliers (paper section 2): each flag switches one kind on, where PLACEMENTS
     # allows it. folds=True: GPT.fold_multipliers() merges the field into the weights and resets it
     # to its default.
     scalar_mult: bool = flag(False, 'learnable scalar multiplier s per matrix', folds=True)
     row_mult: bool = flag(False, 'learnable row multipliers r (one per output) per matrix',
-                             folds=True)
+                          folds=True)
     col_mult: bool = flag(False, 'learnable column multipliers c (one per input) per matrix',
-                             folds=True)
+                          folds=True)
     mult_placement: str = flag('all', 'which matrices get multipliers (see PLACEMENTS)',
-                                  tuple(PLACEMENTS))
+                               tuple(PLACEMENTS))
     mult_param: str = flag('plain', "how each multiplier's parameter holds it: m, or log m "
-                                       '(breaks paper rule 3, the ablation; see PARAMETRIZATIONS)',
-                              tuple(PARAMETRIZATIONS), folds=True)
+                                    '(breaks paper rule 3, the ablation; see PARAMETRIZATIONS)',
+                           tuple(PARAMETRIZATIONS), folds=True)
     # the final RMSNorm gain is the LM head's column scale (paper Sec. 3, the projector sweep)
     final_gain: str = flag('vector', 'the final RMSNorm gain: a learnable vector, one learnable '
-                                        'scalar, or fixed to 1', ('vector', 'scalar', 'fixed'),
-                              folds=True)
+                                     'scalar, or fixed to 1', ('vector', 'scalar', 'fixed'),
+                           folds=True)
     # fixed forward multipliers, the muP-style baseline (paper sec. 5); a learnable s starts there
     embed_mult: float = flag(1.0, 'fixed multiplier on the token embedding output',
-                                allowed='(0, inf)', folds=True)
+                             allowed='(0, inf)', folds=True)
     logit_mult: float = flag(1.0, 'fixed multiplier on the LM-head logits',
-                                allowed='(0, inf)', folds=True)
+                             allowed='(0, inf)', folds=True)
     attn_logit_mult: float = flag(1.0, 'fixed multiplier on attention logits, on top of '
-                                          '1/sqrt(head size)', allowed='(0, inf)', folds=True)
+                                       '1/sqrt(head size)', allowed='(0, inf)', folds=True)
     attn_out_mult: float = flag(1.0, 'fixed multiplier on the attention branch output',
-                                   allowed='(0, inf)', folds=True)
+                                allowed='(0, inf)', folds=True)
     mlp_out_mult: float = flag(1.0, 'fixed multiplier on the MLP branch output',
-                                  allowed='(0, inf)', folds=True)
+                               allowed='(0, inf)', folds=True)
 
 
 def config_from_checkpoint(saved):
