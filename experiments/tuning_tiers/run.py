@@ -151,7 +151,10 @@ def reported_flags(optimizer, lrm):
 
 
 def reported_point(optimizer, tier, tuned):
-    return point(optimizer, tuned[tier], none=tier == 'NONE')
+    """A tier's flags; where its search kept NONE's values (every LR factor 0.5 at BASE_LR is NONE's
+    LR), NONE's flags: the same configuration, run once."""
+    kept = {k: v for k, v in tuned[tier].items() if v != 1}  # a factor 1 is no flag
+    return point(optimizer, {}, none=True) if kept in ({}, START) else point(optimizer, kept)
 
 
 def run_reported(optimizer, tuned):
@@ -160,7 +163,8 @@ def run_reported(optimizer, tuned):
     for lrm in (False, True):
         out_dir = folder(optimizer, 'lrm' if lrm else 'none')
         points = [reported_point(optimizer, tier, tuned) for tier in TIERS]
-        records = run_points(out_dir, points, SEEDS, reported_flags(optimizer, lrm))
+        unique = [p for i, p in enumerate(points) if p not in points[:i]]  # a tier like another
+        records = run_points(out_dir, unique, SEEDS, reported_flags(optimizer, lrm))
         note_commits(out_dir, records)
         for tier, p in zip(TIERS, points):
             runs[tier, lrm] = {r['seed']: r for r in records if r['point'] == p
@@ -215,6 +219,8 @@ def paired(runs, a, b):
 
 def difference_cell(deltas):
     """'per seed | mean ± std | t' of paired differences; t = mean / (std / sqrt(n))."""
+    if deltas and not any(deltas):
+        return 'the same runs (one configuration) | - | -'
     if len(deltas) < 2:
         return ' | '.join([', '.join(f'{d:+.4f}' for d in deltas) or '-', '-', '-'])
     mean, std = mean_std(deltas)
@@ -269,14 +275,16 @@ def tables(tuning, reported, gaps, gains):
             '| optimizer | tier | none | LRM | LRM minus none, per seed | mean ± std | t |',
             '|---|---|---|---|---|---|---|']
     for optimizer, runs in reported.items():
+        names = tier_names(optimizer, tuning[optimizer][0], ': the search kept its values')
         for tier in TIERS:
+            name = names[tier]
             cells = []
             for lrm in (False, True):
                 values = finals(runs, (tier, lrm))
                 stats = mean_std(values)
                 cells.append('-' if stats is None else f"{stats[0]:.4f} ± {stats[1]:.4f} "
                              f"({', '.join(f'{v:.4f}' for v in values)})")
-            out.append(f'| {optimizer} | {tier} | {cells[0]} | {cells[1]} | '
+            out.append(f'| {optimizer} | {name} | {cells[0]} | {cells[1]} | '
                        f'{difference_cell(paired(runs, (tier, False), (tier, True)))} |')
     out += ['', "**The paper's findings, one by one** (paired by seed; t with 2 degrees of "
             'freedom: |t| > 4.30 for p < 0.05)', '',
@@ -310,11 +318,18 @@ def tables(tuning, reported, gaps, gains):
             mults = [multiplier_distance(r) for r in runs[tier, True].values()]
             cells = [f'{max(mults):.2f}' if mults else '-']
             for lrm in (False, True):
-                distances = [gains[r['name']] for r in runs[tier, lrm].values()
-                             if r['name'] in gains]
+                distances = [gains[k] for r in runs[tier, lrm].values()
+                             if (k := run_key(optimizer, lrm, r)) in gains]
                 cells.append(f'{max(distances):.2f}' if distances else '-')
             out.append(f"| {optimizer} | {tier} | {' | '.join(cells)} |")
     return '\n'.join(out) + '\n'
+
+
+def tier_names(optimizer, tuned, why=''):
+    """{tier: its name, 'LR (= NONE)' where the search kept an earlier tier's configuration}."""
+    points = {t: reported_point(optimizer, t, tuned) for t in TIERS}
+    same = {t: [u for u in TIERS[:TIERS.index(t)] if points[u] == points[t]] for t in TIERS}
+    return {t: f'{t} (= {same[t][0]}{why})' if same[t] else t for t in TIERS}
 
 
 def decay_start():
@@ -324,6 +339,12 @@ def decay_start():
 def gap_steps(gaps):
     every = sorted({step for tiers in gaps.values() for steps in tiers.values() for step in steps})
     return [step for step in every if step and (step % 100 == 0 or step > decay_start())]
+
+
+def run_key(optimizer, lrm, record):
+    """A reported run's key in curves.json and gains.json: its folder and name (a run without and
+    one with LRM share a name: LRM's flags are the folder's)."""
+    return f"{optimizer}_{'lrm' if lrm else 'none'}/{record['name']}"
 
 
 def curves_of(reported):
@@ -336,9 +357,10 @@ def curves_of(reported):
             for record in by_seed.values():
                 log = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
                                    record['name'])
-                if record['name'] not in curves and os.path.isdir(log):
-                    curves[record['name']] = [[line['iter'], line['val_loss']]
-                                              for line in read_log(log) if 'val_loss' in line]
+                key = run_key(optimizer, lrm, record)
+                if key not in curves and os.path.isdir(log):
+                    curves[key] = [[line['iter'], line['val_loss']]
+                                   for line in read_log(log) if 'val_loss' in line]
     with open(path, 'w') as f:
         json.dump(curves, f, indent=0, sort_keys=True)
     return curves
@@ -352,11 +374,12 @@ def gaps_of(reported, curves):
             by_step = gaps.setdefault(optimizer, {}).setdefault(tier, {})
             for seed in SEEDS:
                 none, lrm = runs[tier, False].get(seed), runs[tier, True].get(seed)
-                if none is None or lrm is None or none['name'] not in curves \
-                        or lrm['name'] not in curves:
+                keys = None if none is None or lrm is None else \
+                    (run_key(optimizer, False, none), run_key(optimizer, True, lrm))
+                if keys is None or not all(k in curves for k in keys):
                     continue
-                base = dict(map(tuple, curves[none['name']]))
-                for step, loss in curves[lrm['name']]:
+                base = dict(map(tuple, curves[keys[0]]))
+                for step, loss in curves[keys[1]]:
                     if step in base:
                         by_step.setdefault(step, []).append(loss - base[step])
     return gaps
@@ -372,26 +395,28 @@ def gains_of(reported):
             for record in by_seed.values():
                 ckpt = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
                                     record['name'], 'ckpt.pt')
-                if record['name'] not in gains and os.path.exists(ckpt):
+                key = run_key(optimizer, lrm, record)
+                if key not in gains and os.path.exists(ckpt):
                     state = torch.load(ckpt, map_location='cpu', weights_only=True)['model']
-                    gains[record['name']] = max((v.float() - 1).abs().max().item() for k, v in
+                    gains[key] = max((v.float() - 1).abs().max().item() for k, v in
                                                 state.items() if '.norm_' in k or 'norm_out' in k)
     with open(path, 'w') as f:
         json.dump(gains, f, indent=1, sort_keys=True)
     return gains
 
 
-def plot(gaps, reported, path):
+def plot(gaps, tuning, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, optimizer in zip(axes, gaps):
+        names = tier_names(optimizer, tuning[optimizer][0])
         for i, tier in enumerate(TIERS):
             steps = sorted(s for s, v in gaps[optimizer][tier].items() if len(v) == len(SEEDS))
             stats = [mean_std(gaps[optimizer][tier][s]) for s in steps]
             mean = [m for m, _ in stats]
-            ax.plot(steps, mean, color=f'C{i}', label=tier)
+            ax.plot(steps, mean, color=f'C{i}', label=names[tier])
             ax.fill_between(steps, [m - s for m, s in stats], [m + s for m, s in stats],
                             color=f'C{i}', alpha=0.15)
         ax.axhline(0, color='k', lw=0.8)
@@ -417,7 +442,7 @@ def main(chosen):
         return  # one optimizer's share: the report needs both
     gaps, gains = gaps_of(reported, curves_of(reported)), gains_of(reported)
     write_report(HERE, tables(tuning, reported, gaps, gains),
-                 lambda: plot(gaps, reported, os.path.join(HERE, 'tuning_tiers.png')))
+                 lambda: plot(gaps, tuning, os.path.join(HERE, 'tuning_tiers.png')))
 
 
 if __name__ == '__main__':
