@@ -2651,3 +2651,28 @@ def test_a_sweep_over_a_damaged_run_checkpoint_says_what_train_py_said(tmp_path,
     err = assert_exits_2_in_one_line(lambda: sweep.main(argv), capsys, '--resume',
                                      str(run_dir / 'ckpt.pt'), 'train.log')
     assert 'not a readable checkpoint' in err and not (tmp_path / 'results.json').exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# experiments/tuning_tiers: every number of its README from what is committed, nothing trained
+
+
+def test_tuning_tiers_report_rebuilds_from_the_committed_files_without_training(tmp_path,
+                                                                                 monkeypatch):
+    folder = Path(REPO, 'experiments', 'tuning_tiers')
+    for path in folder.rglob('*'):  # the committed files, not the (ignored) run folders
+        if path.is_file() and 'runs' not in path.relative_to(folder).parts:
+            target = tmp_path / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    namespace = runpy.run_path(str(folder / 'run.py'))
+    namespace['HERE'] = str(tmp_path)  # what the report writes goes here
+    sweep_of_the_study = sys.modules[namespace['run_points'].__module__]  # 'sweep', as it imports
+    monkeypatch.setattr(sweep_of_the_study, 'run_one',
+                        lambda *args: pytest.fail(f'would train {args[1]}'))
+    namespace['main'](['adamw', 'muon'])
+    assert (tmp_path / 'results.md').read_text() == (folder / 'results.md').read_text()
+    tuned = {o: namespace['tune'](o)[0] for o in ('adamw', 'muon')}
+    assert tuned['adamw']['LR'] == namespace['START']  # the search kept NONE: the README says so
+    assert namespace['reported_point']('adamw', 'LRWD', tuned['adamw']) == \
+        namespace['point']('adamw', {}, none=True)
