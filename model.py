@@ -54,7 +54,8 @@ class MLinear(nn.Module):
         if w is None:
             w, c = self.weight, self.multiplier('col')
         s, r = self.multiplier('scalar'), self.multiplier('row')
-        # autograd gives the paper's gradients; G = dL/dW (test_autograd_gradients_equal_the_papers)
+        # autograd gives the paper's gradients, G = dL/dW (checked by the test
+        # test_autograd_gradients_equal_the_papers_formulas):
         #   dL/dW~_ij = s r_i c_j G_ij           dL/dr_i = sum_j s W~_ij c_j G_ij
         #   dL/dc_j   = sum_i s r_i W~_ij G_ij   dL/ds   = sum_ij r_i W~_ij c_j G_ij
         if c is not None:
