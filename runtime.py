@@ -1,13 +1,14 @@
 """
 The plumbing every nanoLRM script shares (train.py, sample.py, bench.py, abm.py), kept here so that
 each script reads as what it does:
-  - command-line flags generated from a dataclass whose fields carry a help string
-    (model.setting);
+  - command-line flags generated from a dataclass whose fields carry a help string (model.flag);
   - one-line errors with exit code 2 for anything a user can fix (`fail`);
   - Ctrl-C and SIGTERM turned into a request to stop after the step (`StopRequests`);
-  - the device and the autocast dtype, and the process group when torchrun starts several processes;
-  - the one checkpoint format, written by one function, atomically, and read safely, and resuming
-    from it (model, optimizer, scaler and RNG states);
+  - a run's start (`start_run`): the device and the autocast dtype, and the process group when
+    torchrun starts several processes;
+  - the one checkpoint format, written atomically and read safely; a training run's checkpoint
+    (`save_training_state`) and resuming from it (`resume_from`: model, optimizer, scaler and RNG
+    states, the log cut back to it);
   - log.jsonl, one JSON object per line.
 """
 import argparse
