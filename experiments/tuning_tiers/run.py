@@ -29,8 +29,9 @@ over training (Fig. 7 right).
     python experiments/tuning_tiers/run.py          # resumable: recorded runs are skipped
     python experiments/tuning_tiers/run.py adamw    # one optimizer's share (two side by side)
 
-Writes <optimizer>_tuning/ and <optimizer>[+lrm]/ (results.json: one record per run), commits.json
-(the commit each run trained with), results.md and tuning_tiers.png.
+Writes <optimizer>_tuning/ and <optimizer>_none/, <optimizer>_lrm/ (results.json: one record per
+run), commits.json (the commit each run trained with), curves.json and gains.json (what the
+report reads of the run folders, which are not committed), results.md and tuning_tiers.png.
 """
 import json
 import os
@@ -347,23 +348,35 @@ def run_key(optimizer, lrm, record):
     return f"{optimizer}_{'lrm' if lrm else 'none'}/{record['name']}"
 
 
-def curves_of(reported):
-    """{run name: [[iter, val loss], ...]} of every reported run: from its log.jsonl where the run
-    folder is here, else from the committed curves.json (written here for a fresh clone)."""
-    path = os.path.join(HERE, 'curves.json')
-    curves = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
+def per_run(reported, name, measure):
+    """{run key: measure(run folder)} of every reported run: measured where its run folder is here,
+    else read from the committed file `name` (rewritten here, for a fresh clone)."""
+    path = os.path.join(HERE, name)
+    kept = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
     for optimizer, runs in reported.items():
         for (tier, lrm), by_seed in runs.items():
             for record in by_seed.values():
-                log = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
-                                   record['name'])
+                run_dir = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
+                                       record['name'])
                 key = run_key(optimizer, lrm, record)
-                if key not in curves and os.path.isdir(log):
-                    curves[key] = [[line['iter'], line['val_loss']]
-                                   for line in read_log(log) if 'val_loss' in line]
+                if key not in kept and os.path.isdir(run_dir):
+                    kept[key] = measure(run_dir)
     with open(path, 'w') as f:
-        json.dump(curves, f, indent=0, sort_keys=True)
-    return curves
+        json.dump(kept, f, indent=1, sort_keys=True)
+    return kept
+
+
+def val_curve(run_dir):
+    """[[iter, val loss], ...] of a run, from its log.jsonl."""
+    return [[line['iter'], line['val_loss']] for line in read_log(run_dir) if 'val_loss' in line]
+
+
+def gain_distance(run_dir):
+    """How far a run's RMSNorm gains (the blocks' and the final one) ended from 1."""
+    state = torch.load(os.path.join(run_dir, 'ckpt.pt'), map_location='cpu',
+                       weights_only=True)['model']
+    return max((v.float() - 1).abs().max().item() for k, v in state.items()
+               if '.norm_' in k or 'norm_out' in k)
 
 
 def gaps_of(reported, curves):
@@ -383,26 +396,6 @@ def gaps_of(reported, curves):
                     if step in base:
                         by_step.setdefault(step, []).append(loss - base[step])
     return gaps
-
-
-def gains_of(reported):
-    """{run name: how far its RMSNorm gains ended from 1}, from the checkpoints where they are
-    here, else from the committed gains.json."""
-    path = os.path.join(HERE, 'gains.json')
-    gains = read_json(path, 'restore it (git checkout)') if os.path.exists(path) else {}
-    for optimizer, runs in reported.items():
-        for (tier, lrm), by_seed in runs.items():
-            for record in by_seed.values():
-                ckpt = os.path.join(folder(optimizer, 'lrm' if lrm else 'none'), 'runs',
-                                    record['name'], 'ckpt.pt')
-                key = run_key(optimizer, lrm, record)
-                if key not in gains and os.path.exists(ckpt):
-                    state = torch.load(ckpt, map_location='cpu', weights_only=True)['model']
-                    gains[key] = max((v.float() - 1).abs().max().item() for k, v in
-                                                state.items() if '.norm_' in k or 'norm_out' in k)
-    with open(path, 'w') as f:
-        json.dump(gains, f, indent=1, sort_keys=True)
-    return gains
 
 
 def plot(gaps, tuning, path):
@@ -440,7 +433,8 @@ def main(chosen):
             reported[optimizer] = run_reported(optimizer, tuning[optimizer][0])
     if len(tuning) < len(OPTIMIZERS):
         return  # one optimizer's share: the report needs both
-    gaps, gains = gaps_of(reported, curves_of(reported)), gains_of(reported)
+    gaps = gaps_of(reported, per_run(reported, 'curves.json', val_curve))
+    gains = per_run(reported, 'gains.json', gain_distance)
     write_report(HERE, tables(tuning, reported, gaps, gains),
                  lambda: plot(gaps, tuning, os.path.join(HERE, 'tuning_tiers.png')))
 
