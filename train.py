@@ -342,8 +342,7 @@ def train(cfg):
 
     # ---- the model, each kind's LR and WD, the optimizer; a resumed run's state
     model, groups, optimizer = build(cfg, vocab_size, device)
-    # float16 only: scale the loss so small gradients do not underflow; a step whose gradients
-    # overflowed is skipped (and the scale lowered), which is not a divergence
+    # float16 only: loss scaling; a step whose gradients overflowed is skipped, not a divergence
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')
     ckpt_path = os.path.join(cfg.out_dir, 'ckpt.pt')
     start_iter, elapsed = resume_from(ckpt_path, cfg, model, optimizer, scaler, batches,
